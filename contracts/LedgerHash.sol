@@ -21,7 +21,10 @@ abstract contract LedgerHash is Pausable {
     /// @dev Folds one emitted event into the ledger hash. Call it right after the `emit`, with the
     /// event's selector and `abi.encode` of all its fields in declaration order.
     function _fold(bytes32 topic0, bytes memory fields) internal {
-        uint64 seq = _eventCount + 1;
+        uint64 seq;
+        unchecked {
+            seq = _eventCount + 1; // 2^64 events will not happen
+        }
         _head = keccak256(abi.encode(_head, seq, topic0, keccak256(fields)));
         _eventCount = seq;
     }

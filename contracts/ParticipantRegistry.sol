@@ -174,13 +174,14 @@ abstract contract ParticipantRegistry is IParticipantRegistry, AccessControl, Le
     /// @dev The caller's entity, if the caller is an active key of an active entity; reverts otherwise.
     function _requireActor() internal view returns (uint24 entityId) {
         address key = _msgSender();
-        KeyRecord memory record = _keys[key];
-        if (record.status != KeyStatus.Active) {
-            if (record.status == KeyStatus.None) revert UnknownKey(key);
-            revert KeyIsRevoked(key, record.entityId);
+        KeyRecord storage record = _keys[key];
+        (uint24 id, KeyStatus status, bool suspended) = (record.entityId, record.status, record.entitySuspended);
+        if (status != KeyStatus.Active) {
+            if (status == KeyStatus.None) revert UnknownKey(key);
+            revert KeyIsRevoked(key, id);
         }
-        if (record.entitySuspended) revert EntityIsSuspended(record.entityId);
-        return record.entityId;
+        if (suspended) revert EntityIsSuspended(id);
+        return id;
     }
 
     /// @dev As `_requireActor`, and the entity must hold `role`.

@@ -60,9 +60,11 @@ contract ReceivableRegistry is IReceivableRegistry, ParticipantRegistry, ERC2771
     /// @inheritdoc IReceivableRegistry
     function confirm(uint64 id, bytes32 fingerprint) external whenNotPaused {
         uint24 caller = _requireActor();
-        Receivable storage r = _receivable(id);
-        if (r.debtor != caller) revert NotDebtorOfRecord(id, caller);
-        if (r.status != Status.Registered) revert InvalidStatus(id, r.status);
+        Receivable storage r = _receivables[id];
+        (uint24 debtor, Status status) = (r.debtor, r.status);
+        if (status == Status.None) revert UnknownReceivable(id);
+        if (debtor != caller) revert NotDebtorOfRecord(id, caller);
+        if (status != Status.Registered) revert InvalidStatus(id, status);
         if (_idByFingerprint[fingerprint] != id) revert FingerprintMismatch(id, fingerprint);
         r.status = Status.Confirmed;
         emit ReceivableConfirmed(id, caller);

@@ -98,6 +98,7 @@ __all__ = [
 ]
 
 MAX_INVOICE_NUMBER_LENGTH: Final = 64
+UINT24_MAX: Final = 2**24 - 1  # entity ids are uint24 on-chain
 UINT32_MAX: Final = 2**32 - 1
 UINT64_MAX: Final = 2**64 - 1
 ZERO_HASH: Final = bytes(32)
@@ -359,10 +360,10 @@ def parse_date(value: str | datetime.date | int, field: str = "date") -> UnixTim
 # Derivations mirroring the contract
 # ---------------------------------------------------------------------------------------------
 
-INVOICE_KEY_TYPEHASH: Final = keccak(text="InvoiceKey(uint32 debtor,bytes32 invoiceNumberHash)")
+INVOICE_KEY_TYPEHASH: Final = keccak(text="InvoiceKey(uint24 debtor,bytes32 invoiceNumberHash)")
 FINGERPRINT_TYPEHASH: Final = keccak(
     text=(
-        "ReceivableFingerprint(uint32 debtor,bytes32 invoiceNumberHash,bytes3 currency,"
+        "ReceivableFingerprint(uint24 debtor,bytes32 invoiceNumberHash,bytes3 currency,"
         "uint64 faceValue,uint32 issueDate,uint32 dueDate)"
     )
 )
@@ -384,10 +385,10 @@ def invoice_key(debtor: int, number_hash: bytes) -> bytes:
     """Return the duplicate key: keccak256(abi.encode(INVOICE_KEY_TYPEHASH, debtor, number_hash))."""
     return keccak(
         encode(
-            ["bytes32", "uint32", "bytes32"],
+            ["bytes32", "uint24", "bytes32"],
             [
                 INVOICE_KEY_TYPEHASH,
-                _check_uint(debtor, 32, "debtor"),
+                _check_uint(debtor, 24, "debtor"),
                 _check_bytes32(number_hash, "number_hash"),
             ],
         )
@@ -405,10 +406,10 @@ def fingerprint(
     """Return keccak256(abi.encode(FINGERPRINT_TYPEHASH, debtor, number_hash, currency, face value, dates))."""
     return keccak(
         encode(
-            ["bytes32", "uint32", "bytes32", "bytes3", "uint64", "uint32", "uint32"],
+            ["bytes32", "uint24", "bytes32", "bytes3", "uint64", "uint32", "uint32"],
             [
                 FINGERPRINT_TYPEHASH,
-                _check_uint(debtor, 32, "debtor"),
+                _check_uint(debtor, 24, "debtor"),
                 _check_bytes32(number_hash, "number_hash"),
                 currency_bytes(currency_code),
                 _check_uint(face_value_minor, 64, "face_value"),
@@ -460,9 +461,9 @@ class Invoice:
         if (
             isinstance(self.debtor, bool)
             or not isinstance(self.debtor, int)
-            or not 0 < self.debtor <= UINT32_MAX
+            or not 0 < self.debtor <= UINT24_MAX
         ):
-            raise InvalidInvoice("debtor", f"{self.debtor!r} is not a participant id (0 < id < 2**32)")
+            raise InvalidInvoice("debtor", f"{self.debtor!r} is not a participant id (0 < id < 2**24)")
         if self.number_hash != invoice_number_hash(self.invoice_number):
             raise InvalidInvoice("number_hash", "does not match the invoice number")
         if normalize_currency(self.currency) != self.currency:

@@ -165,7 +165,7 @@ interface IReceivableRegistry is IParticipantRegistry {
     /// single registration of the same line would have reverted with. Nothing changed for that line.
     event RegistrationRejected(uint24 indexed creditor, uint256 indexed line, bytes reason);
     /// @notice The debtor confirmed the receivable (确权).
-    event ReceivableConfirmed(uint64 indexed id, uint24 indexed debtor);
+    event ReceivableConfirmed(uint64 indexed id, uint24 debtor);
     /// @notice The debtor disputed the receivable before confirming it.
     event ReceivableDisputed(uint64 indexed id, uint24 indexed debtor, DisputeReason reason);
     /// @notice A dispute ended.

@@ -31,7 +31,8 @@ COMPILER_SETTINGS: dict[str, Any] = {
     "evmVersion": EVM_VERSION,
     "outputSelection": {
         "*": {
-            "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object", "storageLayout", "devdoc", "userdoc"]
+            "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object", "storageLayout"],
+            "": ["ast"],
         }
     },
 }
@@ -48,6 +49,8 @@ class Artifact:
     bytecode: str
     deployed_bytecode: str
     storage_layout: dict[str, Any]
+    enums: dict[str, list[str]]
+    """Enum members in declaration order, by the enum's qualified name (``IReceivableRegistry.Status``)."""
 
     @property
     def abi_hash(self) -> str:
@@ -119,6 +122,12 @@ def _compile() -> dict[str, dict[str, Any]]:
         )
     except solcx.exceptions.SolcError as exc:
         raise ToolchainError(f"compilation failed:\n{exc}") from exc
+    enums: dict[str, list[str]] = {}
+    for source in output["sources"].values():
+        for node in source["ast"]["nodes"]:
+            for child in node.get("nodes", []):
+                if child.get("nodeType") == "EnumDefinition":
+                    enums[f"{node['name']}.{child['name']}"] = [m["name"] for m in child["members"]]
     result: dict[str, dict[str, Any]] = {}
     for source, contracts in output["contracts"].items():
         if not source.startswith("contracts/"):
@@ -129,6 +138,7 @@ def _compile() -> dict[str, dict[str, Any]]:
                 "bytecode": c["evm"]["bytecode"]["object"],
                 "deployed_bytecode": c["evm"]["deployedBytecode"]["object"],
                 "storage_layout": c.get("storageLayout", {}),
+                "enums": enums,
             }
     return result
 

@@ -1,0 +1,58 @@
+"""The one settings object: environment variables with the ``REGISTRY_`` prefix, or ``.env``.
+
+Pointing the stack at PostgreSQL or another node is a setting, not a code change. Tests build their
+own ``Settings(...)`` and pass it down; nothing reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Anvil's well-known test mnemonic: every key derived from it is public. Local chains only.
+ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
+
+
+class Settings(BaseSettings):
+    """Configuration of every component (chain, node, deployment, demo)."""
+
+    model_config = SettingsConfigDict(env_prefix="REGISTRY_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=ROOT / ".data", description="where node state, deployment and keys live")
+    rpc_url: str | None = Field(default=None, description="JSON-RPC URL; unset: the local node under data_dir")
+    node: Literal["anvil", "hardhat"] = Field(default="anvil", description="which local EVM node to run")
+    rpc_host: str = "127.0.0.1"
+    rpc_port: int = Field(default=8545, ge=0, le=65535, description="local node port; 0 picks a free one")
+    block_time: float = Field(default=1.0, ge=0, description="local node interval mining in seconds; 0 = automine")
+    block_gas_limit: int = Field(default=150_000_000, gt=0)
+    chain_id: int = Field(default=31337, gt=0)
+    deployment_file: Path | None = Field(default=None, description="unset: data_dir/deployment.json")
+    admin_key: str | None = Field(default=None, description="consortium admin key; unset: Anvil test key 0")
+    relayer_key: str | None = Field(default=None, description="key paying gas for relayed requests; unset: key 1")
+
+    @field_validator("rpc_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("rpc_url must be an http(s) URL")
+        return value
+
+    @property
+    def deployment_path(self) -> Path:
+        return self.deployment_file or self.data_dir / "deployment.json"
+
+    @property
+    def node_dir(self) -> Path:
+        return self.data_dir / "node"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (tests call ``get_settings.cache_clear()`` or pass their own)."""
+    return Settings()
