@@ -10,13 +10,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
+from registry.chain import reverts
 from registry.chain.contract import RegistryClient
 from registry.domain import DisputeReason, Role, Status
 from registry.invoice import Invoice
 from registry.keys import anvil_account
-from registry.types import EntityId
+from registry.types import EntityId, ReceivableId
 
 DAY = 86_400
 
@@ -128,7 +129,7 @@ def seed_ledger(client: RegistryClient, consortium: Consortium, per_state: int =
     creditors, debtors, factors = consortium.creditors, consortium.debtors, consortium.factors
     serial = 0
 
-    def fresh(creditor: Member, debtor: Member, amount: str = "125,000.00") -> tuple[int, Invoice]:
+    def fresh(creditor: Member, debtor: Member, amount: str = "125,000.00") -> tuple[ReceivableId, Invoice]:
         nonlocal serial
         serial += 1
         invoice = demo_invoice(debtor.entity, f"HX-2026-{serial:04d}", amount, now)
@@ -153,7 +154,7 @@ def seed_ledger(client: RegistryClient, consortium: Consortium, per_state: int =
         # A second financing of the same invoice, by another creditor: refused on-chain.
         try:
             client.register(creditors[(i + 1) % len(creditors)].account, inv)
-        except Exception:  # noqa: BLE001 - the refusal is the point
+        except reverts.error_class("InvoiceKeyTaken"):
             outcome["double_financing_refused"] += 1
 
         rid, inv = fresh(c, d, amount)

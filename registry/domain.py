@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 
 class Status(IntEnum):

@@ -22,16 +22,19 @@ class KeystoreError(RegistryError):
 @cache
 def anvil_account(index: int) -> LocalAccount:
     """Test key ``index`` of Anvil's well-known mnemonic (public: local chains only)."""
-    return Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    account: LocalAccount = Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    return account
 
 
 def new_account() -> LocalAccount:
-    return Account.create()
+    account: LocalAccount = Account.create()
+    return account
 
 
 def account_from_key(private_key: str) -> LocalAccount:
     try:
-        return Account.from_key(private_key)
+        account: LocalAccount = Account.from_key(private_key)
+        return account
     except (ValueError, TypeError) as exc:
         raise KeystoreError(f"not a valid private key: {exc}") from None
 
@@ -50,6 +53,7 @@ def load_keystore(path: Path, password: str) -> LocalAccount:
     except (OSError, json.JSONDecodeError) as exc:
         raise KeystoreError(f"cannot read keystore {path}: {exc}") from None
     try:
-        return Account.from_key(Account.decrypt(data, password))
+        account: LocalAccount = Account.from_key(Account.decrypt(data, password))
+        return account
     except ValueError:
         raise KeystoreError(f"wrong password for keystore {path}") from None

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from eth_abi import encode
+from eth_abi.abi import encode
 from eth_account.signers.local import LocalAccount
 
 from registry.chain.client import ChainClient
@@ -88,7 +88,9 @@ def check_deployment(chain: ChainClient, deployment: Deployment) -> None:
         raise ConfigurationError(f"deployment is for chain {deployment.chain_id}, node is chain {chain.chain_id}")
     genesis = chain.get_block(0)["hash"]
     if genesis != deployment.genesis_hash:
-        raise ConfigurationError(f"the chain was reset (genesis {genesis}, deployment made on {deployment.genesis_hash})")
+        raise ConfigurationError(
+            f"the chain was reset (genesis {genesis}, deployment made on {deployment.genesis_hash})"
+        )
     if not chain.get_code(deployment.registry):
         raise ConfigurationError(f"no contract code at {deployment.registry}")
     if artifact("ReceivableRegistry").abi_hash != deployment.registry_abi_hash:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from eth_abi import decode
+from eth_abi.abi import decode
 
 from registry.chain.abi import ContractAbi, _python, _types
 from registry.errors import ChainError

@@ -1,0 +1,49 @@
+# The two commands a newcomer needs: `make up` (the whole local stack) and `make test` (every test).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+NODE_DIR := hardhat-net
+
+.PHONY: up test bootstrap lint format pytest gas bench slither clean
+
+up: bootstrap
+	$(VENV)/bin/registry up
+
+test: bootstrap lint pytest
+
+bootstrap: $(VENV)/.installed $(NODE_DIR)/node_modules/.installed
+
+# Reinstall only when the pins change.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint: bootstrap
+	$(VENV)/bin/ruff check registry tests scripts
+	$(VENV)/bin/ruff format --check registry tests scripts
+	$(VENV)/bin/mypy
+
+format: bootstrap
+	$(VENV)/bin/ruff format registry tests scripts
+	$(VENV)/bin/ruff check --fix registry tests scripts
+
+pytest: bootstrap
+	$(PY) -m pytest
+
+gas: bootstrap
+	$(PY) scripts/gas_report.py --json build/gas-report.json
+
+bench: bootstrap
+	$(PY) scripts/bench_register.py --json build/bench-register.json
+
+slither: bootstrap
+	bash scripts/slither.sh
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

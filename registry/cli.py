@@ -1,0 +1,263 @@
+"""The ``registry`` command line (typer + rich).
+
+Every command reads the one settings object (environment ``REGISTRY_*`` or ``.env``) and exits
+with a code scripts can trust: 0 success, 1 a refused or failed operation, 2 bad usage or setup.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from registry.chain.client import ChainClient
+from registry.chain.contract import RegistryClient
+from registry.chain.deployment import Deployment, check_deployment, ensure_deployment
+from registry.chain.node import LocalNode
+from registry.demo import ADMIN_INDEX, Consortium, seed_demo
+from registry.domain import ROLE_NAMES, Status
+from registry.errors import ConfigurationError, RegistryError
+from registry.keys import account_from_key, anvil_account
+from registry.settings import Settings, get_settings
+
+app = typer.Typer(help="Permissioned receivables registry: chain, demo and audit tools.", no_args_is_help=True)
+chain_app = typer.Typer(help="The local node and the contracts' deployment.", no_args_is_help=True)
+demo_app = typer.Typer(help="The demo consortium.", no_args_is_help=True)
+app.add_typer(chain_app, name="chain")
+app.add_typer(demo_app, name="demo")
+
+console = Console()
+err_console = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Every expected failure becomes a one-line message and a non-zero exit code."""
+    try:
+        yield
+    except ConfigurationError as exc:
+        raise _fail(str(exc), 2) from None
+    except RegistryError as exc:
+        raise _fail(f"{type(exc).__name__}: {exc}", 1) from None
+
+
+def _admin(settings: Settings) -> Any:
+    return account_from_key(settings.admin_key) if settings.admin_key else anvil_account(ADMIN_INDEX)
+
+
+def _local_node(settings: Settings, block_time: float = 0.0) -> LocalNode:
+    return LocalNode(
+        kind=settings.node,
+        host=settings.rpc_host,
+        port=settings.rpc_port,
+        chain_id=settings.chain_id,
+        block_time=block_time,
+        gas_limit=settings.block_gas_limit,
+        state_dir=settings.node_dir,
+        log_path=settings.data_dir / "node.log",
+    )
+
+
+def _rpc_url(settings: Settings) -> str:
+    return settings.rpc_url or f"http://{settings.rpc_host}:{settings.rpc_port}"
+
+
+def _client(settings: Settings) -> RegistryClient:
+    chain = ChainClient(_rpc_url(settings))
+    deployment = Deployment.load(settings.deployment_path)
+    check_deployment(chain, deployment)
+    return RegistryClient(chain, deployment)
+
+
+# ---------------------------------------------------------------------------------------- chain
+
+
+@chain_app.command("deploy")
+def chain_deploy(as_json: JsonOpt = False) -> None:
+    """Deploy the contracts to the configured node (reuses a deployment that still fits)."""
+    settings = get_settings()
+    with _errors():
+        chain = ChainClient(_rpc_url(settings))
+        deployment, created = ensure_deployment(chain, _admin(settings), settings.deployment_path)
+    if as_json:
+        print(json.dumps({"created": created, **deployment.__dict__}))
+        return
+    verb = "deployed" if created else "reused"
+    console.print(
+        f"{verb} registry {deployment.registry} (forwarder {deployment.forwarder}) on chain "
+        f"{deployment.chain_id}; deployment file {settings.deployment_path}"
+    )
+
+
+@chain_app.command("status")
+def chain_status(as_json: JsonOpt = False) -> None:
+    """Chain height, ledger head and receivables count of the deployment."""
+    settings = get_settings()
+    with _errors():
+        client = _client(settings)
+        head, count = client.ledger()
+        info = {
+            "rpc_url": client.chain.url,
+            "chain_id": client.chain.chain_id,
+            "block": client.chain.block_number(),
+            "registry": client.address,
+            "ledger_head": "0x" + head.hex(),
+            "ledger_events": count,
+            "receivables": client.receivable_count(),
+            "participants": client.entity_count(),
+            "paused": client.paused(),
+        }
+    if as_json:
+        print(json.dumps(info))
+        return
+    table = Table(show_header=False)
+    for key, value in info.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@chain_app.command("node")
+def chain_node(block_time: Annotated[float, typer.Option(help="interval mining seconds; 0 = automine")] = 1.0) -> None:
+    """Run the local node in the foreground with persistent state under the data directory."""
+    settings = get_settings()
+    node = _local_node(settings, block_time)
+    with _errors():
+        node.start()
+    console.print(f"{settings.node} listening on {node.url} (pid {node.pid}); state in {settings.node_dir}")
+    _wait_for_interrupt()
+    node.stop()
+
+
+# ---------------------------------------------------------------------------------------- demo
+
+
+@demo_app.command("seed")
+def demo_seed(as_json: JsonOpt = False) -> None:
+    """Admit the demo consortium and, on an empty ledger, seed invoices in every state."""
+    settings = get_settings()
+    with _errors():
+        consortium, seeded = seed_demo(_client(settings))
+    if as_json:
+        print(json.dumps({"members": _members_json(consortium), "seeded": dict(seeded or {})}))
+        return
+    _print_consortium(consortium)
+    console.print(f"seeded: {dict(seeded)}" if seeded else "ledger already seeded")
+
+
+def _members_json(consortium: Consortium) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": m.name,
+            "entity": m.entity,
+            "roles": [ROLE_NAMES[bytes(r)] for r in m.roles],
+            "address": m.address,
+        }
+        for m in consortium.members
+    ]
+
+
+def _print_consortium(consortium: Consortium) -> None:
+    table = Table(title="Demo consortium (Anvil's public test keys: local use only)")
+    for col in ("entity", "name", "roles", "address"):
+        table.add_column(col)
+    table.add_row("-", "Consortium operator (admin)", "admin", consortium.admin.address)
+    for m in consortium.members:
+        table.add_row(str(m.entity), m.name, ", ".join(ROLE_NAMES[bytes(r)] for r in m.roles), m.address)
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------------------- up
+
+
+@app.command("up")
+def up(
+    block_time: Annotated[float | None, typer.Option(help="interval mining seconds (default: settings)")] = None,
+    exit_after_seed: Annotated[bool, typer.Option(help="stop once ready (for scripts and tests)")] = False,
+) -> None:
+    """Start the whole local stack: node with persistent state, deployment (once), demo seed."""
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.rpc_url:
+        raise _fail("`registry up` runs a local node; unset REGISTRY_RPC_URL to use it", 2)
+    # Automine while deploying and seeding (fast), then interval mining like a QBFT network.
+    node = _local_node(settings, block_time=0)
+    with _errors():
+        node.start()
+    try:
+        with _errors():
+            chain = ChainClient(node.url)
+            deployment, created = ensure_deployment(chain, _admin(settings), settings.deployment_path)
+            client = RegistryClient(chain, deployment)
+            consortium, seeded = seed_demo(client)
+            interval = settings.block_time if block_time is None else block_time
+            if interval > 0 and settings.node == "anvil":
+                chain.rpc.call("evm_setIntervalMining", [max(1, round(interval))])
+        console.rule("[bold]Receivables registry is up")
+        console.print(
+            f"node      {settings.node} at {node.url} (pid {node.pid}), chain {deployment.chain_id}, "
+            f"block time {interval}s"
+        )
+        console.print(f"registry  {deployment.registry} ({'deployed now' if created else 'reused'})")
+        console.print(f"data      {settings.data_dir} (deployment file {settings.deployment_path})")
+        counts = {s.name.lower(): n for s, n in _status_counts(client).items()}
+        console.print(
+            f"ledger    {client.receivable_count()} receivables {counts}; "
+            f"{'seeded now' if seeded else 'kept from last run'}"
+        )
+        _print_consortium(consortium)
+        if exit_after_seed:
+            return
+        console.print("Press Ctrl-C to stop; the next `make up` resumes where this one stopped.")
+        _wait_for_interrupt()
+    finally:
+        node.stop()
+        console.print("stopped")
+
+
+def _status_counts(client: RegistryClient) -> dict[Status, int]:
+    counts: dict[Status, int] = {}
+    for rid in range(1, client.receivable_count() + 1):
+        status = client.get_receivable(rid).status  # type: ignore[arg-type]
+        counts[status] = counts.get(status, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _wait_for_interrupt() -> None:
+    stop = False
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        while not stop:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
