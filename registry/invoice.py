@@ -227,9 +227,7 @@ def _to_minor(integer_digits: str, fraction_digits: str, exponent: int, currency
     """Combine ASCII digit strings (major units) into minor units, exactly."""
     kept, extra = fraction_digits[:exponent], fraction_digits[exponent:]
     if extra.strip("0"):
-        raise _amount_error(
-            f"{currency} has {exponent} decimal place(s); the amount has more and is never rounded"
-        )
+        raise _amount_error(f"{currency} has {exponent} decimal place(s); the amount has more and is never rounded")
     integer_digits = integer_digits.lstrip("0")
     if len(integer_digits) + exponent > _MAX_DIGITS:
         raise _amount_error("does not fit the contract's uint64")
@@ -276,9 +274,7 @@ def _parse_amount_decimal(value: Decimal, exponent: int, currency: str) -> Minor
     # value == coefficient * 10**(exponent of the decimal + trailing zeros); shift to minor units.
     shift = decimal_tuple.exponent + (len(digits) - len(coefficient)) + exponent
     if shift < 0:
-        raise _amount_error(
-            f"{currency} has {exponent} decimal place(s); the amount has more and is never rounded"
-        )
+        raise _amount_error(f"{currency} has {exponent} decimal place(s); the amount has more and is never rounded")
     if len(coefficient) + shift > _MAX_DIGITS:
         raise _amount_error("does not fit the contract's uint64")
     return _check_minor(int(coefficient) * 10**shift)
@@ -458,11 +454,7 @@ class Invoice:
     document_hash: bytes = ZERO_HASH
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.debtor, bool)
-            or not isinstance(self.debtor, int)
-            or not 0 < self.debtor <= UINT24_MAX
-        ):
+        if isinstance(self.debtor, bool) or not isinstance(self.debtor, int) or not 0 < self.debtor <= UINT24_MAX:
             raise InvalidInvoice("debtor", f"{self.debtor!r} is not a participant id (0 < id < 2**24)")
         if self.number_hash != invoice_number_hash(self.invoice_number):
             raise InvalidInvoice("number_hash", "does not match the invoice number")

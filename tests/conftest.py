@@ -81,9 +81,7 @@ def chain_state(chain: ChainClient) -> ChainState:
 
 
 @pytest.fixture
-def registry(
-    _base_registry: tuple[RegistryClient, Consortium], chain_state: ChainState
-) -> Iterator[RegistryClient]:
+def registry(_base_registry: tuple[RegistryClient, Consortium], chain_state: ChainState) -> Iterator[RegistryClient]:
     """The registry with the demo consortium admitted; every change is undone after the test."""
     snapshot = chain_state.snapshot()
     try:

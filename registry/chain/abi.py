@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eth_abi.abi import decode, encode
-from eth_utils.abi import event_abi_to_log_topic, function_abi_to_4byte_selector
+from eth_utils.abi import collapse_if_tuple, event_abi_to_log_topic, function_abi_to_4byte_selector
 from eth_utils.crypto import keccak
-from eth_utils.abi import collapse_if_tuple
 
 from registry.errors import RegistryError
 

@@ -327,9 +327,7 @@ def test_parse_amount_raises_nothing_but_invalid_invoice_on_arbitrary_text(value
 
 
 @given(value=st.from_regex(r"[0-9,._' +\-eE]{0,30}", fullmatch=True), currency=currencies)
-def test_parse_amount_raises_nothing_but_invalid_invoice_on_number_like_text(
-    value: str, currency: str
-) -> None:
+def test_parse_amount_raises_nothing_but_invalid_invoice_on_number_like_text(value: str, currency: str) -> None:
     try:
         result = parse_amount(value, currency)
     except InvalidInvoice:
