@@ -216,6 +216,9 @@ abstract contract ParticipantRegistry is IParticipantRegistry, AccessControl, Le
     }
 
     function _revokeRole(bytes32 role, address account) internal override returns (bool revoked) {
+        // `hasRole` answers for the key's entity, so AccessControl would emit RoleRevoked (and the
+        // ledger fold it) while the entity keeps the role: party roles are revoked per entity only.
+        if (_isPartyRole(role)) revert RoleIsHeldByEntities(role);
         revoked = super._revokeRole(role, account);
         if (revoked) _fold(RoleRevoked.selector, abi.encode(role, account, _msgSender()));
     }

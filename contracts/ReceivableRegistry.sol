@@ -21,6 +21,8 @@ contract ReceivableRegistry is IReceivableRegistry, ParticipantRegistry, ERC2771
     uint256 public constant MAX_BATCH_SIZE = 500;
     /// @notice Most parts in one `split`.
     uint256 public constant MAX_SPLIT_PARTS = 32;
+    /// @notice Largest face value: what signed 64-bit SQL integers (SQLite, PostgreSQL BIGINT) can mirror.
+    uint64 public constant MAX_FACE_VALUE = uint64(uint256(int256(type(int64).max)));
 
     mapping(uint64 id => Receivable) private _receivables;
     mapping(uint64 id => uint64 parentId) private _parents;
@@ -389,6 +391,9 @@ contract ReceivableRegistry is IReceivableRegistry, ParticipantRegistry, ERC2771
         returns (bytes memory)
     {
         if (input.faceValue == 0) return abi.encodeWithSelector(ZeroAmount.selector);
+        if (input.faceValue > MAX_FACE_VALUE) {
+            return abi.encodeWithSelector(AmountTooLarge.selector, input.faceValue, MAX_FACE_VALUE);
+        }
         if (input.dueDate <= input.issueDate) {
             return abi.encodeWithSelector(DueDateNotAfterIssueDate.selector, input.issueDate, input.dueDate);
         }

@@ -101,6 +101,7 @@ MAX_INVOICE_NUMBER_LENGTH: Final = 64
 UINT24_MAX: Final = 2**24 - 1  # entity ids are uint24 on-chain
 UINT32_MAX: Final = 2**32 - 1
 UINT64_MAX: Final = 2**64 - 1
+MAX_FACE_VALUE: Final = 2**63 - 1  # the contract's MAX_FACE_VALUE: what signed 64-bit SQL integers mirror
 ZERO_HASH: Final = bytes(32)
 
 # ---------------------------------------------------------------------------------------------
@@ -218,8 +219,8 @@ def _amount_error(message: str) -> InvalidInvoice:
 def _check_minor(minor: int) -> MinorUnits:
     if minor <= 0:
         raise _amount_error("must be greater than zero")
-    if minor > UINT64_MAX:
-        raise _amount_error(f"{minor} minor units does not fit the contract's uint64")
+    if minor > MAX_FACE_VALUE:
+        raise _amount_error(f"{minor} minor units exceeds the registry's maximum face value {MAX_FACE_VALUE}")
     return MinorUnits(minor)
 
 
@@ -230,7 +231,7 @@ def _to_minor(integer_digits: str, fraction_digits: str, exponent: int, currency
         raise _amount_error(f"{currency} has {exponent} decimal place(s); the amount has more and is never rounded")
     integer_digits = integer_digits.lstrip("0")
     if len(integer_digits) + exponent > _MAX_DIGITS:
-        raise _amount_error("does not fit the contract's uint64")
+        raise _amount_error("exceeds the registry's maximum face value")
     return _check_minor(int((integer_digits or "0") + kept.ljust(exponent, "0")))
 
 
@@ -276,7 +277,7 @@ def _parse_amount_decimal(value: Decimal, exponent: int, currency: str) -> Minor
     if shift < 0:
         raise _amount_error(f"{currency} has {exponent} decimal place(s); the amount has more and is never rounded")
     if len(coefficient) + shift > _MAX_DIGITS:
-        raise _amount_error("does not fit the contract's uint64")
+        raise _amount_error("exceeds the registry's maximum face value")
     return _check_minor(int(coefficient) * 10**shift)
 
 

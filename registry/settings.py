@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     deployment_file: Path | None = Field(default=None, description="unset: data_dir/deployment.json")
     admin_key: str | None = Field(default=None, description="consortium admin key; unset: Anvil test key 0")
     relayer_key: str | None = Field(default=None, description="key paying gas for relayed requests; unset: key 1")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; unset: SQLite under data_dir")
+    finality_depth: int = Field(default=64, ge=0, description="deepest reorg the indexer rolls back (0: instant)")
+    header_window: int = Field(default=256, ge=1, description="recent block headers kept for reorg checks")
+    poll_interval: float = Field(default=0.1, gt=0, description="indexer polling interval in live mode, seconds")
+    max_log_range: int = Field(default=50_000, ge=1, description="largest eth_getLogs block range")
 
     @field_validator("rpc_url")
     @classmethod
@@ -46,6 +51,17 @@ class Settings(BaseSettings):
     @property
     def deployment_path(self) -> Path:
         return self.deployment_file or self.data_dir / "deployment.json"
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'registry.db'}"
+
+    @field_validator("database_url")
+    @classmethod
+    def _dsn(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("database_url must be a sqlite:/// or postgresql:// URL")
+        return value
 
     @property
     def node_dir(self) -> Path:

@@ -39,7 +39,8 @@ interface IParticipantRegistry {
     error UnknownEntity(uint24 entityId);
     /// @notice Raised when an entity lacks the party role an action needs.
     error EntityMissingRole(uint24 entityId, bytes32 role);
-    /// @notice Raised when a role that is held by entities is granted to an address through AccessControl.
+    /// @notice Raised when a role that is held by entities is granted to, revoked from or renounced by an address
+    /// through AccessControl.
     error RoleIsHeldByEntities(bytes32 role);
     /// @notice Raised when `role` is not one of the party roles.
     error NotAPartyRole(bytes32 role);

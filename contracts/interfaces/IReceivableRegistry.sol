@@ -108,6 +108,8 @@ interface IReceivableRegistry is IParticipantRegistry {
     error FingerprintMismatch(uint64 id, bytes32 supplied);
     /// @notice Raised when the face value is zero.
     error ZeroAmount();
+    /// @notice Raised when the face value exceeds the largest amount a mirror's signed 64-bit integers hold.
+    error AmountTooLarge(uint64 faceValue, uint64 maximum);
     /// @notice Raised when the due date is not after the issue date.
     error DueDateNotAfterIssueDate(uint32 issueDate, uint32 dueDate);
     /// @notice Raised when the due date has already passed at registration.

@@ -6,11 +6,13 @@ value, so a caller's type confusion fails before anything is signed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from eth_abi.abi import decode, encode
 from eth_utils.abi import collapse_if_tuple, event_abi_to_log_topic, function_abi_to_4byte_selector
+from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from registry.errors import RegistryError
@@ -45,12 +47,52 @@ class DecodedEvent:
     block_hash: str
     transaction_hash: str
     log_index: int
-    field_types: tuple[str, ...] = field(default=(), repr=False)
-    field_values: tuple[Any, ...] = field(default=(), repr=False)
+    payload: bytes = field(default=b"", repr=False)
+    """``abi.encode`` of every field in declaration order: what the contract folds into the ledger."""
 
     def ledger_payload(self) -> bytes:
-        """``abi.encode`` of every field in declaration order, as the contract folds it."""
-        return encode(list(self.field_types), list(self.field_values))
+        return self.payload
+
+
+_STATIC_WORD = re.compile(r"^(uint\d*|int\d*|bool|address|bytes([1-9]|[12]\d|3[012]))$")
+
+
+def _word_decoder(abi_type: str) -> Any:
+    """A decoder of one 32-byte ABI word for a static elementary type."""
+    if abi_type.startswith("uint"):
+        return lambda w: int.from_bytes(w, "big")
+    if abi_type.startswith("int"):
+        return lambda w: int.from_bytes(w, "big", signed=True)
+    if abi_type == "bool":
+        return lambda w: w[31] != 0
+    if abi_type == "address":
+        return lambda w: to_checksum_address(w[12:])
+    size = int(abi_type[5:])
+    return lambda w: w[:size]
+
+
+@dataclass(frozen=True)
+class _EventLayout:
+    name: str
+    names: tuple[str, ...]
+    types: tuple[str, ...]
+    indexed: tuple[bool, ...]
+    plain_types: tuple[str, ...]
+    word_decoders: tuple[Any, ...] | None  # set when every field is a static elementary type
+
+
+def _layout(item: dict[str, Any]) -> _EventLayout:
+    inputs = item["inputs"]
+    types = tuple(collapse_if_tuple(p) for p in inputs)
+    static = all(_STATIC_WORD.match(t) for t in types)
+    return _EventLayout(
+        name=item["name"],
+        names=tuple(p["name"] for p in inputs),
+        types=types,
+        indexed=tuple(bool(p["indexed"]) for p in inputs),
+        plain_types=tuple(t for t, p in zip(types, inputs, strict=True) if not p["indexed"]),
+        word_decoders=tuple(_word_decoder(t) for t in types) if static else None,
+    )
 
 
 class ContractAbi:
@@ -62,6 +104,7 @@ class ContractAbi:
         self.events: dict[bytes, dict[str, Any]] = {}
         self.event_topics: dict[str, bytes] = {}
         self.errors: dict[bytes, dict[str, Any]] = {}
+        self._layouts: dict[bytes, _EventLayout] = {}
         for item in abi:
             if item["type"] == "function":
                 if item["name"] in self.functions:
@@ -70,6 +113,7 @@ class ContractAbi:
             elif item["type"] == "event":
                 topic = event_abi_to_log_topic(item)  # type: ignore[arg-type]
                 self.events[topic] = item
+                self._layouts[topic] = _layout(item)
                 self.event_topics[item["name"]] = topic
             elif item["type"] == "error":
                 signature = f"{item['name']}({','.join(_types(item['inputs']))})"
@@ -98,32 +142,49 @@ class ContractAbi:
         return tuple(_python(v) for v in decode(_types(self.function(name)["outputs"]), data))
 
     def decode_log(self, log: dict[str, Any]) -> DecodedEvent | None:
-        """Decode a JSON-RPC log object; None if its topic is not one of this ABI's events."""
-        topics = [bytes.fromhex(t[2:]) for t in log["topics"]]
-        if not topics or topics[0] not in self.events:
+        """Decode a JSON-RPC log object; None if its topic is not one of this ABI's events.
+
+        Events whose fields are all static words are decoded by slicing (the hot path of the
+        indexer); the others through eth-abi."""
+        raw_topics = log["topics"]
+        if not raw_topics:
             return None
-        item = self.events[topics[0]]
-        indexed = [p for p in item["inputs"] if p["indexed"]]
-        plain = [p for p in item["inputs"] if not p["indexed"]]
+        topic0 = bytes.fromhex(raw_topics[0][2:])
+        layout = self._layouts.get(topic0)
+        if layout is None:
+            return None
         data = bytes.fromhex(log["data"][2:])
-        plain_values = iter(decode(_types(plain), data))
-        indexed_values = iter(decode([collapse_if_tuple(p)], t)[0] for p, t in zip(indexed, topics[1:], strict=True))
-        names: list[str] = []
-        types: list[str] = []
-        values: list[Any] = []
-        for p in item["inputs"]:
-            names.append(p["name"])
-            types.append(collapse_if_tuple(p))
-            values.append(_python(next(indexed_values) if p["indexed"] else next(plain_values)))
+        if layout.word_decoders is not None:
+            topic_words = iter(bytes.fromhex(t[2:]) for t in raw_topics[1:])
+            words: list[bytes] = []
+            offset = 0
+            for is_indexed in layout.indexed:
+                if is_indexed:
+                    words.append(next(topic_words))
+                else:
+                    words.append(data[offset : offset + 32])
+                    offset += 32
+            args = {n: dec(w) for n, dec, w in zip(layout.names, layout.word_decoders, words, strict=True)}
+            payload = b"".join(words)
+        else:
+            plain_values = iter(decode(list(layout.plain_types), data))
+            topic_iter = iter(raw_topics[1:])
+            values = []
+            for t, is_indexed in zip(layout.types, layout.indexed, strict=True):
+                if is_indexed:
+                    values.append(_python(decode([t], bytes.fromhex(next(topic_iter)[2:]))[0]))
+                else:
+                    values.append(_python(next(plain_values)))
+            args = dict(zip(layout.names, values, strict=True))
+            payload = encode(list(layout.types), values)
         return DecodedEvent(
-            name=item["name"],
-            args=dict(zip(names, values, strict=True)),
-            topic0=topics[0],
+            name=layout.name,
+            args=args,
+            topic0=topic0,
             address=log["address"],
             block_number=int(log["blockNumber"], 16),
             block_hash=log["blockHash"],
             transaction_hash=log["transactionHash"],
             log_index=int(log["logIndex"], 16),
-            field_types=tuple(types),
-            field_values=tuple(values),
+            payload=payload,
         )

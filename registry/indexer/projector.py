@@ -1,0 +1,460 @@
+"""Turns decoded registry events into SQL rows, one batch (a block range) at a time.
+
+The projector is the off-chain mirror of the contract's state transitions, driven by events only.
+It loads the current version of every row the batch touches in one query per table, applies the
+events in chain order in memory, and writes with bulk statements: new versions inserted, replaced
+versions closed (``valid_to``), append-only facts inserted. The caller commits everything, cursor
+included, in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy.engine import Connection
+
+from registry.chain.abi import DecodedEvent
+from registry.domain import ROLE_NAMES, ClaimStatus, DisputeResolution, EntityStatus, KeyStatus, Status
+from registry.ledger import UNFOLDED_EVENTS, fold
+from registry.store.models import (
+    APPEND_ONLY_TABLES,
+    VERSIONED_TABLES,
+    Assignment,
+    BlockHeader,
+    Cursor,
+    Participant,
+    ParticipantKey,
+    Payment,
+    PaymentClaimRow,
+    RawEvent,
+    Receivable,
+    Rejection,
+)
+
+Row = dict[str, Any]
+_CHUNK = 500
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    return value
+
+
+@dataclass
+class _Versioned:
+    """Current versions of one versioned table's rows touched by the batch, keyed by business key."""
+
+    table: Table
+    key: str
+    current: dict[Any, Row] = field(default_factory=dict)
+    loaded: set[Any] = field(default_factory=set)
+    new_rows: list[Row] = field(default_factory=list)
+    closures: list[Row] = field(default_factory=list)  # {"b_row_id", "b_valid_to"} of rows already in the DB
+    rewrites: dict[int, Row] = field(default_factory=dict)  # rows already in the DB changed in their own block
+
+    def load(self, conn: Connection, keys: Iterable[Any]) -> None:
+        wanted = [k for k in set(keys) if k not in self.loaded]
+        self.loaded.update(wanted)
+        column = self.table.c[self.key]
+        for i in range(0, len(wanted), _CHUNK):
+            chunk = wanted[i : i + _CHUNK]
+            stmt = select(self.table).where(column.in_(chunk), self.table.c.valid_to.is_(None))
+            for row in conn.execute(stmt).mappings():
+                self.current[row[self.key]] = dict(row)
+
+    def get(self, key: Any) -> Row:
+        return self.current[key]
+
+    def create(self, key: Any, block: int, values: Row) -> Row:
+        row = {**values, self.key: key, "valid_from": block, "valid_to": None}
+        self.current[key] = row
+        self.new_rows.append(row)
+        return row
+
+    def change(self, key: Any, block: int, **changes: Any) -> Row:
+        """A new version of ``key`` from ``block`` on (or an in-place change within the same block)."""
+        row = self.current[key]
+        if row["valid_from"] == block:
+            row.update(changes)
+            if "row_id" in row:
+                self.rewrites[row["row_id"]] = row
+            return row
+        if "row_id" in row:
+            self.closures.append({"b_row_id": row["row_id"], "b_valid_to": block})
+        else:
+            row["valid_to"] = block
+        successor = {k: v for k, v in row.items() if k != "row_id"}
+        successor.update(changes, valid_from=block, valid_to=None)
+        self.current[key] = successor
+        self.new_rows.append(successor)
+        return successor
+
+    def flush(self, conn: Connection) -> None:
+        if self.closures:
+            stmt = (
+                update(self.table)
+                .where(self.table.c.row_id == bindparam("b_row_id"))
+                .values(valid_to=bindparam("b_valid_to"))
+            )
+            conn.execute(stmt, self.closures)
+        if self.rewrites:
+            rows = [{("b_" + k): v for k, v in row.items()} for row in self.rewrites.values()]
+            columns = [c for c in self.rewrites[next(iter(self.rewrites))] if c != "row_id"]
+            stmt = (
+                update(self.table)
+                .where(self.table.c.row_id == bindparam("b_row_id"))
+                .values({c: bindparam("b_" + c) for c in columns})
+            )
+            conn.execute(stmt, rows)
+        if self.new_rows:
+            conn.execute(insert(self.table), self.new_rows)
+
+
+@dataclass(frozen=True)
+class LedgerPosition:
+    head: bytes
+    count: int
+
+
+class Batch:
+    """One block range's worth of events, projected onto the store."""
+
+    def __init__(self, conn: Connection, ledger: LedgerPosition) -> None:
+        self.conn = conn
+        self.ledger = ledger
+        self.receivables = _Versioned(Receivable.__table__, "id")  # type: ignore[arg-type]
+        self.participants = _Versioned(Participant.__table__, "entity_id")  # type: ignore[arg-type]
+        self.keys = _Versioned(ParticipantKey.__table__, "address")  # type: ignore[arg-type]
+        self.claims = _Versioned(PaymentClaimRow.__table__, "claim_id")  # type: ignore[arg-type]
+        self.raw: list[Row] = []
+        self.assignments: list[Row] = []
+        self.payments: list[Row] = []
+        self.rejections: list[Row] = []
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(self, events: Sequence[DecodedEvent]) -> LedgerPosition:
+        self._preload(events)
+        head, count = self.ledger.head, self.ledger.count
+        for e in events:
+            seq: int | None = None
+            if e.name not in UNFOLDED_EVENTS:
+                count += 1
+                head = fold(head, count, e.topic0, e.payload)
+                seq = count
+            handler = _HANDLERS.get(e.name)
+            if handler is not None:
+                handler(self, e, e.args, e.block_number)
+            self.raw.append(
+                {
+                    "block_number": e.block_number,
+                    "log_index": e.log_index,
+                    "block_hash": e.block_hash,
+                    "tx_hash": e.transaction_hash,
+                    "name": e.name,
+                    "seq": seq,
+                    "ledger_head": head if seq is not None else None,
+                    "args": json.dumps({k: _json_value(v) for k, v in e.args.items()}, separators=(",", ":")),
+                }
+            )
+        self.ledger = LedgerPosition(head, count)
+        return self.ledger
+
+    def _preload(self, events: Sequence[DecodedEvent]) -> None:
+        """Loads, in one query per table, the current rows that events of this batch change."""
+        touched: dict[str, set[Any]] = {"id": set(), "entityId": set(), "key": set(), "claimId": set()}
+        for e in events:
+            for arg in _CHANGES.get(e.name, ()):
+                if e.args[arg]:
+                    touched[arg].add(e.args[arg])
+        self.receivables.load(self.conn, touched["id"])
+        self.participants.load(self.conn, touched["entityId"])
+        self.keys.load(self.conn, touched["key"])
+        self.claims.load(self.conn, touched["claimId"])
+
+    # ------------------------------------------------------------------ flush
+
+    def flush(self) -> None:
+        for versioned in (self.receivables, self.participants, self.keys, self.claims):
+            versioned.flush(self.conn)
+        for table, rows in (
+            (RawEvent.__table__, self.raw),
+            (Assignment.__table__, self.assignments),
+            (Payment.__table__, self.payments),
+            (Rejection.__table__, self.rejections),
+        ):
+            if rows:
+                self.conn.execute(insert(table), rows)
+
+
+# ---------------------------------------------------------------------- event handlers
+
+
+def _registered(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+    b.receivables.create(
+        a["id"],
+        block,
+        {
+            "creditor": a["creditor"],
+            "debtor": a["debtor"],
+            "holder": a["creditor"],
+            "status": int(Status.REGISTERED),
+            "recourse": False,
+            "face_value": a["faceValue"],
+            "paid": 0,
+            "currency": a["currency"].decode("ascii", "replace"),
+            "issue_date": a["issueDate"],
+            "due_date": a["dueDate"],
+            "fingerprint": a["fingerprint"],
+            "invoice_key": a["invoiceKey"],
+            "number_hash": a["invoiceNumberHash"],
+            "document_hash": a["documentHash"],
+            "parent_id": None,
+            "supersedes": a["supersedes"] or None,
+            "registered_block": block,
+        },
+    )
+
+
+def _status(status: Status) -> Any:
+    def handler(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+        b.receivables.change(a["id"], block, status=int(status))
+
+    return handler
+
+
+def _dispute_resolved(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+    # Upheld is followed by ReceivableCancelled in the same transaction; Withdrawn reopens.
+    if a["resolution"] == DisputeResolution.WITHDRAWN:
+        b.receivables.change(a["id"], block, status=int(Status.REGISTERED))
+
+
+def _assigned(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+    row = b.receivables.get(a["id"])
+    status = Status.ASSIGNED if row["status"] == Status.CONFIRMED else Status(row["status"])
+    b.receivables.change(a["id"], block, holder=a["to"], recourse=a["recourse"], status=int(status))
+    b.assignments.append(
+        {
+            "block_number": block,
+            "log_index": e.log_index,
+            "receivable_id": a["id"],
+            "from_entity": a["from"],
+            "to_entity": a["to"],
+            "advance": a["advance"],
+            "recourse": a["recourse"],
+            "terms_hash": a["termsHash"],
+        }
+    )
+
+
+def _split(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+    parent = b.receivables.get(a["id"])
+    part_status = Status.CONFIRMED if parent["holder"] == parent["creditor"] else Status.ASSIGNED
+    for part_id, amount in zip(a["partIds"], a["amounts"], strict=True):
+        b.receivables.create(
+            part_id,
+            block,
+            {
+                **{k: parent[k] for k in ("creditor", "debtor", "holder", "recourse", "currency", "issue_date")},
+                "due_date": parent["due_date"],
+                "status": int(part_status),
+                "face_value": amount,
+                "paid": 0,
+                "fingerprint": None,
+                "invoice_key": None,
+                "number_hash": parent["number_hash"],
+                "document_hash": parent["document_hash"],
+                "parent_id": a["id"],
+                "supersedes": None,
+                "registered_block": block,
+            },
+        )
+    b.receivables.change(a["id"], block, status=int(Status.SPLIT))
+
+
+def _payment_reported(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+    b.claims.create(
+        a["claimId"],
+        block,
+        {
+            "receivable_id": a["id"],
+            "payee": a["payee"],
+            "amount": a["amount"],
+            "status": int(ClaimStatus.PENDING),
+            "payment_ref": a["paymentRef"],
+        },
+    )
+
+
+def _payment_rejected(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+    b.claims.change(a["claimId"], block, status=int(ClaimStatus.REJECTED))
+
+
+def _payment_recorded(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+    b.receivables.change(a["id"], block, paid=a["paidTotal"], status=a["status"])
+    if a["claimId"]:
+        b.claims.change(a["claimId"], block, status=int(ClaimStatus.ACKNOWLEDGED))
+    b.payments.append(
+        {
+            "block_number": block,
+            "log_index": e.log_index,
+            "receivable_id": a["id"],
+            "payee": a["payee"],
+            "claim_id": a["claimId"],
+            "amount": a["amount"],
+            "paid_total": a["paidTotal"],
+            "payment_ref": a["paymentRef"],
+        }
+    )
+
+
+def _bought_back(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+    row = b.receivables.get(a["id"])
+    status = Status.CONFIRMED if row["paid"] == 0 else Status.PARTIALLY_PAID
+    b.receivables.change(a["id"], block, holder=a["creditor"], recourse=False, status=int(status))
+
+
+def _rejected(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+    from registry.chain.reverts import decode_revert
+
+    b.rejections.append(
+        {
+            "block_number": block,
+            "log_index": e.log_index,
+            "creditor": a["creditor"],
+            "line": a["line"],
+            "reason": str(decode_revert(a["reason"])),
+        }
+    )
+
+
+def _admitted(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+    b.participants.create(
+        a["entityId"],
+        block,
+        {"registration_hash": a["registrationHash"], "status": int(EntityStatus.ACTIVE), "roles": ""},
+    )
+
+
+def _roles_with(roles: str, role: bytes, present: bool) -> str:
+    names = {r for r in roles.split(",") if r}
+    name = ROLE_NAMES.get(role, "0x" + role.hex())
+    if present:
+        names.add(name)
+    else:
+        names.discard(name)
+    return ",".join(sorted(names))
+
+
+def _role_granted(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+    row = b.participants.get(a["entityId"])
+    b.participants.change(a["entityId"], block, roles=_roles_with(row["roles"], a["role"], True))
+
+
+def _role_revoked(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+    row = b.participants.get(a["entityId"])
+    b.participants.change(a["entityId"], block, roles=_roles_with(row["roles"], a["role"], False))
+
+
+def _entity_status(status: EntityStatus) -> Any:
+    def handler(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+        b.participants.change(a["entityId"], block, status=int(status))
+
+    return handler
+
+
+def _key_added(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+    b.keys.create(a["key"], block, {"entity_id": a["entityId"], "status": int(KeyStatus.ACTIVE)})
+
+
+def _key_revoked(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+    b.keys.change(a["key"], block, status=int(KeyStatus.REVOKED))
+
+
+# Which argument of an event names an existing row the event changes (to preload it).
+_CHANGES: dict[str, tuple[str, ...]] = {
+    "ReceivableConfirmed": ("id",),
+    "ReceivableDisputed": ("id",),
+    "DisputeResolved": ("id",),
+    "ReceivableCancelled": ("id",),
+    "ReceivableAssigned": ("id",),
+    "ReceivableSplit": ("id",),
+    "PaymentRecorded": ("id", "claimId"),
+    "PaymentRejected": ("claimId",),
+    "ReceivableBoughtBack": ("id",),
+    "ReceivableDefaulted": ("id",),
+    "ReceivableWrittenOff": ("id",),
+    "EntityRoleGranted": ("entityId",),
+    "EntityRoleRevoked": ("entityId",),
+    "ParticipantSuspended": ("entityId",),
+    "ParticipantReinstated": ("entityId",),
+    "KeyRevoked": ("key",),
+}
+
+_HANDLERS: dict[str, Any] = {
+    "ReceivableRegistered": _registered,
+    "ReceivableConfirmed": _status(Status.CONFIRMED),
+    "ReceivableDisputed": _status(Status.DISPUTED),
+    "DisputeResolved": _dispute_resolved,
+    "ReceivableCancelled": _status(Status.CANCELLED),
+    "ReceivableAssigned": _assigned,
+    "ReceivableSplit": _split,
+    "PaymentReported": _payment_reported,
+    "PaymentRejected": _payment_rejected,
+    "PaymentRecorded": _payment_recorded,
+    "ReceivableBoughtBack": _bought_back,
+    "ReceivableDefaulted": _status(Status.DEFAULTED),
+    "ReceivableWrittenOff": _status(Status.WRITTEN_OFF),
+    "RegistrationRejected": _rejected,
+    "ParticipantAdmitted": _admitted,
+    "EntityRoleGranted": _role_granted,
+    "EntityRoleRevoked": _role_revoked,
+    "ParticipantSuspended": _entity_status(EntityStatus.SUSPENDED),
+    "ParticipantReinstated": _entity_status(EntityStatus.ACTIVE),
+    "KeyAdded": _key_added,
+    "KeyRevoked": _key_revoked,
+}
+
+
+# ---------------------------------------------------------------------- rollback and cursor
+
+
+def rollback_to(conn: Connection, block: int) -> None:
+    """Undo everything derived from blocks above ``block`` (a reorg's common ancestor)."""
+    for model in VERSIONED_TABLES:
+        table = model.__table__
+        conn.execute(delete(table).where(table.c.valid_from > block))  # type: ignore[attr-defined]
+        conn.execute(update(table).where(table.c.valid_to > block).values(valid_to=None))  # type: ignore[attr-defined]
+    for model in APPEND_ONLY_TABLES:
+        table = model.__table__
+        column = table.c.number if model is BlockHeader else table.c.block_number  # type: ignore[attr-defined]
+        conn.execute(delete(table).where(column > block))  # type: ignore[attr-defined]
+
+
+def ledger_as_of(conn: Connection, block: int) -> LedgerPosition:
+    """The ledger position after the last folded event at or below ``block``."""
+    table = RawEvent.__table__
+    row = conn.execute(
+        select(table.c.seq, table.c.ledger_head)  # type: ignore[attr-defined]
+        .where(table.c.block_number <= block, table.c.seq.is_not(None))  # type: ignore[attr-defined]
+        .order_by(table.c.seq.desc())  # type: ignore[attr-defined]
+        .limit(1)
+    ).first()
+    if row is None:
+        return LedgerPosition(bytes(32), 0)
+    return LedgerPosition(bytes(row.ledger_head), int(row.seq))
+
+
+def write_cursor(conn: Connection, values: Row) -> None:
+    table = Cursor.__table__
+    values = {**values, "updated_at": time.time()}
+    if conn.execute(update(table).where(table.c.id == 1).values(values)).rowcount == 0:  # type: ignore[attr-defined]
+        conn.execute(insert(table).values(id=1, **values))

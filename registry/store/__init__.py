@@ -1,0 +1,1 @@
+"""The one store: the SQL mirror's models, engine, migrations and queries."""

@@ -1,0 +1,114 @@
+"""Engine, migrations and the single-writer lock.
+
+SQLite (a file under the data directory) by default; PostgreSQL when ``REGISTRY_DATABASE_URL`` names
+one. The schema is owned by Alembic migrations; ``migrate(engine)`` brings any database to head.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import Connection
+
+from registry.errors import RegistryError
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+# Any 64-bit number, shared by every indexer of the project: pg_try_advisory_lock key.
+WRITER_LOCK_KEY = 0x5245_4749_5354_5259  # "REGISTRY"
+
+
+class WriterLockHeld(RegistryError):
+    """Raised when another indexer already writes to this database."""
+
+
+def make_engine(url: str) -> Engine:
+    """An engine tuned for the mirror (SQLite: WAL, foreign keys off, busy timeout)."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cur = dbapi_connection.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return create_engine(url, pool_pre_ping=True)
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Brings the schema to the newest migration (idempotent)."""
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "head")
+
+
+class WriterLock:
+    """One indexer writes at a time: a PostgreSQL advisory lock, or a lock file beside SQLite."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._conn: Connection | None = None
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if self.engine.dialect.name == "postgresql":
+            self._conn = self.engine.connect()
+            got = self._conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": WRITER_LOCK_KEY}).scalar()
+            self._conn.commit()
+            if not got:
+                self._conn.close()
+                self._conn = None
+                raise WriterLockHeld("another indexer is writing to this PostgreSQL database (advisory lock held)")
+            return
+        database = self.engine.url.database
+        if not database or database == ":memory:":
+            return
+        path = f"{database}.writer.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise WriterLockHeld(f"another indexer is writing to {database} (lock file {path} held)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._conn is not None:
+            self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": WRITER_LOCK_KEY})
+            self._conn.commit()
+            self._conn.close()
+            self._conn = None
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> WriterLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

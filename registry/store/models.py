@@ -1,0 +1,231 @@
+"""The SQL mirror of the chain (SQLAlchemy 2, typed).
+
+Mutable state is **versioned**: a row is valid from the block that made it (``valid_from``) until the
+block that replaced it (``valid_to``, NULL while current). "Receivable X as of block N" is a query,
+and rolling back to block B is a delete (``valid_from > B``) plus a reopen (``valid_to > B``). Facts
+that never change (events, assignments, payments) are append-only and roll back by deleting rows
+above B. Enums are stored as the integers of the Python ``IntEnum`` that mirrors the contract.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+CURRENT = text("valid_to IS NULL")
+
+
+class Cursor(Base):
+    """How far the mirror has indexed, and the ledger hash as of that block (one row)."""
+
+    __tablename__ = "cursor"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    registry_address: Mapped[str] = mapped_column(String(42))
+    genesis_hash: Mapped[str] = mapped_column(String(66))
+    deploy_block: Mapped[int] = mapped_column(BigInteger)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    block_hash: Mapped[str] = mapped_column(String(66))
+    block_timestamp: Mapped[int] = mapped_column(BigInteger)
+    ledger_head: Mapped[bytes] = mapped_column(LargeBinary(32))
+    ledger_count: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[float] = mapped_column()
+
+
+class BlockHeader(Base):
+    """Hashes of recently indexed blocks: the window over which reorgs are detected."""
+
+    __tablename__ = "block_headers"
+
+    number: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(66))
+    parent_hash: Mapped[str] = mapped_column(String(66))
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+
+
+class RawEvent(Base):
+    """Every log of the registry, decoded; ``seq`` and ``ledger_head`` for folded events."""
+
+    __tablename__ = "raw_events"
+
+    block_number: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    log_index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    block_hash: Mapped[str] = mapped_column(String(66))
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    name: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    ledger_head: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    args: Mapped[str] = mapped_column(Text)  # JSON of the decoded fields (bytes as 0x-hex)
+
+
+class Receivable(Base):
+    """A receivable's state, versioned by block."""
+
+    __tablename__ = "receivables"
+
+    row_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigInteger)
+    valid_from: Mapped[int] = mapped_column(BigInteger)
+    valid_to: Mapped[int | None] = mapped_column(BigInteger)
+    creditor: Mapped[int] = mapped_column(Integer)
+    debtor: Mapped[int] = mapped_column(Integer)
+    holder: Mapped[int] = mapped_column(Integer)
+    status: Mapped[int] = mapped_column(Integer)  # registry.domain.Status
+    recourse: Mapped[bool] = mapped_column(Boolean)
+    face_value: Mapped[int] = mapped_column(BigInteger)
+    paid: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    issue_date: Mapped[int] = mapped_column(BigInteger)
+    due_date: Mapped[int] = mapped_column(BigInteger)
+    fingerprint: Mapped[bytes | None] = mapped_column(LargeBinary(32))  # NULL for split parts
+    invoice_key: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    number_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    document_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    parent_id: Mapped[int | None] = mapped_column(BigInteger)
+    supersedes: Mapped[int | None] = mapped_column(BigInteger)
+    registered_block: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_receivables_id_valid_from", "id", "valid_from"),
+        Index("ix_receivables_current_id", "id", unique=True, sqlite_where=CURRENT, postgresql_where=CURRENT),
+        Index("ix_receivables_current_key", "invoice_key", sqlite_where=CURRENT, postgresql_where=CURRENT),
+        Index("ix_receivables_current_fp", "fingerprint", sqlite_where=CURRENT, postgresql_where=CURRENT),
+        Index("ix_receivables_current_doc", "document_hash", sqlite_where=CURRENT, postgresql_where=CURRENT),
+        Index(
+            "ix_receivables_current_debtor_amount",
+            "debtor",
+            "face_value",
+            "due_date",
+            sqlite_where=CURRENT,
+            postgresql_where=CURRENT,
+        ),
+        Index("ix_receivables_valid_to", "valid_to"),
+    )
+
+
+class Participant(Base):
+    """A legal entity's registration hash, status and party roles, versioned."""
+
+    __tablename__ = "participants"
+
+    row_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entity_id: Mapped[int] = mapped_column(Integer)
+    valid_from: Mapped[int] = mapped_column(BigInteger)
+    valid_to: Mapped[int | None] = mapped_column(BigInteger)
+    registration_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    status: Mapped[int] = mapped_column(Integer)  # registry.domain.EntityStatus
+    roles: Mapped[str] = mapped_column(String(64))  # comma-separated role names, sorted
+
+    __table_args__ = (
+        Index("ix_participants_current", "entity_id", unique=True, sqlite_where=CURRENT, postgresql_where=CURRENT),
+        Index("ix_participants_valid_to", "valid_to"),
+    )
+
+
+class ParticipantKey(Base):
+    """A signing key of an entity, versioned (added, revoked)."""
+
+    __tablename__ = "participant_keys"
+
+    row_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    address: Mapped[str] = mapped_column(String(42))
+    valid_from: Mapped[int] = mapped_column(BigInteger)
+    valid_to: Mapped[int | None] = mapped_column(BigInteger)
+    entity_id: Mapped[int] = mapped_column(Integer)
+    status: Mapped[int] = mapped_column(Integer)  # registry.domain.KeyStatus
+
+    __table_args__ = (
+        Index("ix_participant_keys_current", "address", unique=True, sqlite_where=CURRENT, postgresql_where=CURRENT),
+        Index("ix_participant_keys_valid_to", "valid_to"),
+    )
+
+
+class PaymentClaimRow(Base):
+    """A payment reported by a debtor, versioned (pending, acknowledged, rejected)."""
+
+    __tablename__ = "payment_claims"
+
+    row_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    claim_id: Mapped[int] = mapped_column(BigInteger)
+    valid_from: Mapped[int] = mapped_column(BigInteger)
+    valid_to: Mapped[int | None] = mapped_column(BigInteger)
+    receivable_id: Mapped[int] = mapped_column(BigInteger)
+    payee: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[int] = mapped_column(Integer)  # registry.domain.ClaimStatus
+    payment_ref: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+    __table_args__ = (
+        Index("ix_payment_claims_current", "claim_id", unique=True, sqlite_where=CURRENT, postgresql_where=CURRENT),
+        Index("ix_payment_claims_valid_to", "valid_to"),
+    )
+
+
+class Assignment(Base):
+    """An assignment (or re-assignment) of a receivable: append-only."""
+
+    __tablename__ = "assignments"
+
+    block_number: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    log_index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    receivable_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    from_entity: Mapped[int] = mapped_column(Integer)
+    to_entity: Mapped[int] = mapped_column(Integer)
+    advance: Mapped[int] = mapped_column(BigInteger)
+    recourse: Mapped[bool] = mapped_column(Boolean)
+    terms_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class Payment(Base):
+    """A payment counted against a receivable: append-only."""
+
+    __tablename__ = "payments"
+
+    block_number: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    log_index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    receivable_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    payee: Mapped[int] = mapped_column(Integer)
+    claim_id: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    paid_total: Mapped[int] = mapped_column(BigInteger)
+    payment_ref: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class Rejection(Base):
+    """A refused line of a batch registration: append-only."""
+
+    __tablename__ = "registration_rejections"
+
+    block_number: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    log_index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    creditor: Mapped[int] = mapped_column(Integer)
+    line: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+
+
+VERSIONED_TABLES = (Receivable, Participant, ParticipantKey, PaymentClaimRow)
+APPEND_ONLY_TABLES = (RawEvent, Assignment, Payment, Rejection, BlockHeader)
