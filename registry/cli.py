@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Annotated, Any
 
 import typer
@@ -25,8 +25,10 @@ from registry.chain.node import LocalNode
 from registry.demo import ADMIN_INDEX, Consortium, seed_demo
 from registry.domain import ROLE_NAMES, Status
 from registry.errors import ConfigurationError, RegistryError
+from registry.indexer.indexer import Indexer, IndexerConfig
 from registry.keys import account_from_key, anvil_account
 from registry.settings import Settings, get_settings
+from registry.store.db import make_engine, reset_database
 
 app = typer.Typer(help="Permissioned receivables registry: chain, demo and audit tools.", no_args_is_help=True)
 chain_app = typer.Typer(help="The local node and the contracts' deployment.", no_args_is_help=True)
@@ -141,6 +143,47 @@ def chain_node(block_time: Annotated[float, typer.Option(help="interval mining s
     console.print(f"{settings.node} listening on {node.url} (pid {node.pid}); state in {settings.node_dir}")
     _wait_for_interrupt()
     node.stop()
+
+
+# ---------------------------------------------------------------------------------------- index
+
+
+def indexer_config(settings: Settings) -> IndexerConfig:
+    return IndexerConfig(
+        finality_depth=settings.finality_depth,
+        header_window=settings.header_window,
+        poll_interval=settings.poll_interval,
+        max_log_range=settings.max_log_range,
+    )
+
+
+@app.command("index")
+def index(
+    once: Annotated[bool, typer.Option("--once", help="index up to the current head, then exit")] = False,
+    reset: Annotated[bool, typer.Option("--reset", help="drop the mirror and re-index from the deploy block")] = False,
+) -> None:
+    """Mirror the chain into SQL: backfill, then follow new blocks (reorg-safe, resumable)."""
+    settings = get_settings()
+    with _errors():
+        client = _client(settings)
+        engine = make_engine(settings.database)
+        if reset:
+            reset_database(engine)
+        indexer = Indexer(client.chain, client.deployment, engine, indexer_config(settings))
+        indexer.start()
+        try:
+            if once:
+                block = indexer.sync()
+                console.print(f"indexed to block {block} into {engine.url.render_as_string(hide_password=True)}")
+                return
+            signal.signal(signal.SIGTERM, lambda *_: indexer.stop())
+            console.print(
+                f"indexing {client.address} into {engine.url.render_as_string(hide_password=True)}; Ctrl-C stops"
+            )
+            with suppress(KeyboardInterrupt):
+                indexer.run()
+        finally:
+            indexer.close()
 
 
 # ---------------------------------------------------------------------------------------- demo

@@ -29,7 +29,7 @@ from registry.chain.rpc import NodeUnavailable, RpcError
 from registry.errors import RegistryError
 from registry.indexer.projector import Batch, LedgerPosition, ledger_as_of, rollback_to, write_cursor
 from registry.store.db import WriterLock, migrate
-from registry.store.models import BlockHeader, Cursor
+from registry.store.models import BlockHeader, Cursor, table_of
 
 log = logging.getLogger("registry.indexer")
 
@@ -194,15 +194,17 @@ class Indexer:
 
     def cursor(self) -> CursorState:
         with self.engine.connect() as conn:
-            row = conn.execute(select(Cursor.__table__)).mappings().first()
+            row = conn.execute(select(table_of(Cursor))).mappings().first()
         if row is None:
             start = self.deployment.deploy_block - 1
             return CursorState(start, "", LedgerPosition(bytes(32), 0))
-        return CursorState(row["block_number"], row["block_hash"], LedgerPosition(row["ledger_head"], row["ledger_count"]))
+        return CursorState(
+            row["block_number"], row["block_hash"], LedgerPosition(row["ledger_head"], row["ledger_count"])
+        )
 
     def _check_identity(self) -> None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(Cursor.__table__)).mappings().first()
+            row = conn.execute(select(table_of(Cursor))).mappings().first()
         if row is None:
             return
         genesis = self.chain.get_block(0)["hash"]
@@ -309,7 +311,7 @@ class Indexer:
         return headers
 
     def _store_headers(self, conn: Any, headers: dict[int, dict[str, Any]], last: int) -> None:
-        table = BlockHeader.__table__
+        table = table_of(BlockHeader)
         conn.execute(
             insert(table),
             [
@@ -323,7 +325,7 @@ class Indexer:
             ],
         )
         keep_from = last - self.config.header_window
-        conn.execute(delete(table).where(table.c.number < keep_from))  # type: ignore[attr-defined]
+        conn.execute(delete(table).where(table.c.number < keep_from))
 
     def _verify_ledger(self, ledger: LedgerPosition, block_hash: str) -> None:
         data = self.abi.encode_call("ledger", ())
@@ -377,7 +379,7 @@ class Indexer:
             rollback_to(conn, ancestor)
             ledger = ledger_as_of(conn, ancestor)
             if ancestor < self.deployment.deploy_block:
-                conn.execute(delete(Cursor.__table__))
+                conn.execute(delete(table_of(Cursor)))
                 return
             header = conn.execute(select(BlockHeader).where(BlockHeader.number == ancestor)).scalar_one()
             write_cursor(

@@ -25,7 +25,6 @@ from registry.store.models import (
     APPEND_ONLY_TABLES,
     VERSIONED_TABLES,
     Assignment,
-    BlockHeader,
     Cursor,
     Participant,
     ParticipantKey,
@@ -34,6 +33,7 @@ from registry.store.models import (
     RawEvent,
     Receivable,
     Rejection,
+    table_of,
 )
 
 Row = dict[str, Any]
@@ -130,10 +130,10 @@ class Batch:
     def __init__(self, conn: Connection, ledger: LedgerPosition) -> None:
         self.conn = conn
         self.ledger = ledger
-        self.receivables = _Versioned(Receivable.__table__, "id")  # type: ignore[arg-type]
-        self.participants = _Versioned(Participant.__table__, "entity_id")  # type: ignore[arg-type]
-        self.keys = _Versioned(ParticipantKey.__table__, "address")  # type: ignore[arg-type]
-        self.claims = _Versioned(PaymentClaimRow.__table__, "claim_id")  # type: ignore[arg-type]
+        self.receivables = _Versioned(table_of(Receivable), "id")
+        self.participants = _Versioned(table_of(Participant), "entity_id")
+        self.keys = _Versioned(table_of(ParticipantKey), "address")
+        self.claims = _Versioned(table_of(PaymentClaimRow), "claim_id")
         self.raw: list[Row] = []
         self.assignments: list[Row] = []
         self.payments: list[Row] = []
@@ -186,10 +186,10 @@ class Batch:
         for versioned in (self.receivables, self.participants, self.keys, self.claims):
             versioned.flush(self.conn)
         for table, rows in (
-            (RawEvent.__table__, self.raw),
-            (Assignment.__table__, self.assignments),
-            (Payment.__table__, self.payments),
-            (Rejection.__table__, self.rejections),
+            (table_of(RawEvent), self.raw),
+            (table_of(Assignment), self.assignments),
+            (table_of(Payment), self.payments),
+            (table_of(Rejection), self.rejections),
         ):
             if rows:
                 self.conn.execute(insert(table), rows)
@@ -429,23 +429,23 @@ _HANDLERS: dict[str, Any] = {
 
 def rollback_to(conn: Connection, block: int) -> None:
     """Undo everything derived from blocks above ``block`` (a reorg's common ancestor)."""
-    for model in VERSIONED_TABLES:
-        table = model.__table__
-        conn.execute(delete(table).where(table.c.valid_from > block))  # type: ignore[attr-defined]
-        conn.execute(update(table).where(table.c.valid_to > block).values(valid_to=None))  # type: ignore[attr-defined]
-    for model in APPEND_ONLY_TABLES:
-        table = model.__table__
-        column = table.c.number if model is BlockHeader else table.c.block_number  # type: ignore[attr-defined]
-        conn.execute(delete(table).where(column > block))  # type: ignore[attr-defined]
+    for versioned in VERSIONED_TABLES:
+        table = table_of(versioned)
+        conn.execute(delete(table).where(table.c.valid_from > block))
+        conn.execute(update(table).where(table.c.valid_to > block).values(valid_to=None))
+    for appended in APPEND_ONLY_TABLES:
+        table = table_of(appended)
+        column = table.c.number if table.name == "block_headers" else table.c.block_number
+        conn.execute(delete(table).where(column > block))
 
 
 def ledger_as_of(conn: Connection, block: int) -> LedgerPosition:
     """The ledger position after the last folded event at or below ``block``."""
-    table = RawEvent.__table__
+    table = table_of(RawEvent)
     row = conn.execute(
-        select(table.c.seq, table.c.ledger_head)  # type: ignore[attr-defined]
-        .where(table.c.block_number <= block, table.c.seq.is_not(None))  # type: ignore[attr-defined]
-        .order_by(table.c.seq.desc())  # type: ignore[attr-defined]
+        select(table.c.seq, table.c.ledger_head)
+        .where(table.c.block_number <= block, table.c.seq.is_not(None))
+        .order_by(table.c.seq.desc())
         .limit(1)
     ).first()
     if row is None:
@@ -454,7 +454,7 @@ def ledger_as_of(conn: Connection, block: int) -> LedgerPosition:
 
 
 def write_cursor(conn: Connection, values: Row) -> None:
-    table = Cursor.__table__
+    table = table_of(Cursor)
     values = {**values, "updated_at": time.time()}
-    if conn.execute(update(table).where(table.c.id == 1).values(values)).rowcount == 0:  # type: ignore[attr-defined]
+    if conn.execute(update(table).where(table.c.id == 1).values(values)).rowcount == 0:
         conn.execute(insert(table).values(id=1, **values))

@@ -63,6 +63,15 @@ def migrate(engine: Engine) -> None:
         command.upgrade(alembic_config(connection), "head")
 
 
+def reset_database(engine: Engine) -> None:
+    """Drops every table of the mirror (and Alembic's version table); ``migrate`` recreates them."""
+    from registry.store.models import Base
+
+    with WriterLock(engine), engine.begin() as connection:
+        Base.metadata.drop_all(connection)
+        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+
+
 class WriterLock:
     """One indexer writes at a time: a PostgreSQL advisory lock, or a lock file beside SQLite."""
 

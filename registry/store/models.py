@@ -9,6 +9,8 @@ above B. Enums are stored as the integers of the Python ``IntEnum`` that mirrors
 
 from __future__ import annotations
 
+from typing import cast
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -17,6 +19,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     text,
 )
@@ -36,6 +39,11 @@ class Base(DeclarativeBase):
 
 
 CURRENT = text("valid_to IS NULL")
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a mapped class (typed, for bulk statements)."""
+    return cast(Table, model.__table__)
 
 
 class Cursor(Base):
