@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from itertools import count
 
 import pytest
@@ -170,3 +171,52 @@ def make_invoice(chain_state: ChainState, debtor: Member) -> InvoiceFactory:
         )
 
     return build
+
+
+# ---------------------------------------------------------------------------------------- databases
+
+POSTGRES_DSN_ENV = "REGISTRY_TEST_POSTGRES_DSN"
+
+
+def postgres_dsn() -> str | None:
+    """The PostgreSQL server tests may use (a fresh database is created per test), or None."""
+    import os
+
+    return os.environ.get(POSTGRES_DSN_ENV) or None
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mirror.db'}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (dropped afterwards); skipped without a server."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    base = postgres_dsn()
+    if base is None:
+        pytest.skip(f"no PostgreSQL: set {POSTGRES_DSN_ENV}")
+    name = f"registry_test_{uuid.uuid4().hex[:12]}"
+    admin_url = base.replace("postgresql://", "postgresql+psycopg://", 1)
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = base.rsplit("/", 1)[0] + "/" + name
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs on SQLite and on PostgreSQL (when available)."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    return str(request.getfixturevalue("postgres_url"))
