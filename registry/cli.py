@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -23,12 +24,13 @@ from registry.chain.contract import RegistryClient
 from registry.chain.deployment import Deployment, check_deployment, ensure_deployment
 from registry.chain.node import LocalNode
 from registry.demo import ADMIN_INDEX, Consortium, seed_demo
-from registry.domain import ROLE_NAMES, Status
+from registry.domain import ROLE_NAMES
 from registry.errors import ConfigurationError, RegistryError
 from registry.indexer.indexer import Indexer, IndexerConfig
 from registry.keys import account_from_key, anvil_account
 from registry.settings import Settings, get_settings
 from registry.store.db import make_engine, reset_database
+from registry.store.queries import freshness, status_counts
 
 app = typer.Typer(help="Permissioned receivables registry: chain, demo and audit tools.", no_args_is_help=True)
 chain_app = typer.Typer(help="The local node and the contracts' deployment.", no_args_is_help=True)
@@ -239,6 +241,8 @@ def up(
         raise _fail("`registry up` runs a local node; unset REGISTRY_RPC_URL to use it", 2)
     # Automine while deploying and seeding (fast), then interval mining like a QBFT network.
     node = _local_node(settings, block_time=0)
+    indexer: Indexer | None = None
+    indexing: threading.Thread | None = None
     with _errors():
         node.start()
     try:
@@ -247,6 +251,14 @@ def up(
             deployment, created = ensure_deployment(chain, _admin(settings), settings.deployment_path)
             client = RegistryClient(chain, deployment)
             consortium, seeded = seed_demo(client)
+            engine = make_engine(settings.database)
+            if created:
+                reset_database(engine)  # a mirror of a previous chain means nothing now
+            indexer = Indexer(chain, deployment, engine, indexer_config(settings))
+            indexer.start()
+            indexer.sync()
+            indexing = threading.Thread(target=indexer.run, name="indexer", daemon=True)
+            indexing.start()
             interval = settings.block_time if block_time is None else block_time
             if interval > 0 and settings.node == "anvil":
                 chain.rpc.call("evm_setIntervalMining", [max(1, round(interval))])
@@ -257,7 +269,13 @@ def up(
         )
         console.print(f"registry  {deployment.registry} ({'deployed now' if created else 'reused'})")
         console.print(f"data      {settings.data_dir} (deployment file {settings.deployment_path})")
-        counts = {s.name.lower(): n for s, n in _status_counts(client).items()}
+        with engine.connect() as conn:
+            counts = {s.name.lower(): n for s, n in status_counts(conn).items()}
+            fresh = freshness(conn)
+        console.print(
+            f"indexer   {engine.url.render_as_string(hide_password=True)} at block "
+            f"{fresh.block_number if fresh else '-'}, following the chain"
+        )
         console.print(
             f"ledger    {client.receivable_count()} receivables {counts}; "
             f"{'seeded now' if seeded else 'kept from last run'}"
@@ -268,16 +286,13 @@ def up(
         console.print("Press Ctrl-C to stop; the next `make up` resumes where this one stopped.")
         _wait_for_interrupt()
     finally:
+        if indexer is not None:
+            indexer.stop()
+            if indexing is not None:
+                indexing.join(10)
+            indexer.close()
         node.stop()
         console.print("stopped")
-
-
-def _status_counts(client: RegistryClient) -> dict[Status, int]:
-    counts: dict[Status, int] = {}
-    for rid in range(1, client.receivable_count() + 1):
-        status = client.get_receivable(rid).status  # type: ignore[arg-type]
-        counts[status] = counts.get(status, 0) + 1
-    return dict(sorted(counts.items()))
 
 
 def _wait_for_interrupt() -> None:
