@@ -310,6 +310,51 @@ def _wait_for_interrupt() -> None:
         pass
 
 
+# ---------------------------------------------------------------------------------------- audit
+
+audit_app = typer.Typer(help="Auditor tools: check the ledger and the mirror against the chain.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    rpc_url: Annotated[str | None, typer.Option("--rpc-url", help="JSON-RPC URL (default: settings)")] = None,
+    deployment: Annotated[str | None, typer.Option("--deployment", help="deployment file (default: settings)")] = None,
+    database: Annotated[
+        str | None,
+        typer.Option("--database", help="mirror to check (default: the configured database, or the default SQLite)"),
+    ] = None,
+    ledger_only: Annotated[bool, typer.Option("--ledger-only", help="check the ledger hash chain only")] = False,
+    block: Annotated[
+        int | None, typer.Option("--block", help="ledger-only: audit as of this block (default: latest)")
+    ] = None,
+    json_path: Annotated[str | None, typer.Option("--json", help="write the full result as JSON to this path")] = None,
+) -> None:
+    """Recompute the ledger hash chain from the chain's events and compare the mirror with the contract's
+    state at the mirror's block. Exit 0: everything agrees; 1: differences (each named); 2: setup error."""
+    from pathlib import Path
+
+    from registry.audit import default_database, render, run_audit
+
+    settings = get_settings()
+    database_url = None if ledger_only else (database or default_database(settings))
+    try:
+        result = run_audit(
+            rpc_url or _rpc_url(settings),
+            Path(deployment) if deployment else settings.deployment_path,
+            database_url,
+            block=block,
+            max_log_range=settings.max_log_range,
+        )
+    except RegistryError as exc:
+        raise _fail(f"audit not completed: {exc}", 2) from None
+    render(result, console)
+    if json_path:
+        result.write_json(Path(json_path))
+        console.print(f"full result written to {json_path}")
+    raise typer.Exit(0 if result.agrees else 1)
+
+
 def main() -> None:
     try:
         app()
