@@ -132,6 +132,13 @@ class Receivable(Base):
             postgresql_where=CURRENT,
         ),
         Index("ix_receivables_valid_to", "valid_to"),
+        Index(
+            "ix_receivables_current_debtor_number",
+            "debtor",
+            "number_hash",
+            sqlite_where=CURRENT,
+            postgresql_where=CURRENT,
+        ),
     )
 
 

@@ -1,0 +1,1139 @@
+"""Double-financing checks over the SQL mirror (issue 3, "Double-financing checks over the mirror").
+
+A factor about to finance an invoice asks: is this invoice already registered, in which state, and is
+it already financed? :class:`DuplicateChecker` answers from the mirror (``registry.store``), never
+from the chain, through the partial indexes on the current rows of ``receivables``.
+
+Exact matches
+    An invoice matches a registration when its invoice key (debtor + normalised invoice number) *or*
+    its fingerprint (every economic field) equals that of a **live** registration: any status but
+    ``CANCELLED`` (the contract frees the key and fingerprint of a cancelled registration, so the
+    invoice may be registered again). A settled, defaulted, written-off or split registration still
+    holds its invoice: it is reported as registered. ``match`` says which hash matched: ``FINGERPRINT``
+    (the same invoice with the same amount, currency and dates) or ``INVOICE_KEY`` (the same debtor and
+    invoice number, other fields differ: the invoice presented is not the one registered).
+
+    ``financed`` is true when the registration backs a financing: status ``ASSIGNED``; or held by
+    someone other than its creditor; or ``PARTIALLY_PAID``/``SETTLED``/``DEFAULTED``/``WRITTEN_OFF``
+    with an assignment in its history; or ``SPLIT`` with a part (at any depth) that is financed by
+    the same rule. A receivable bought back under recourse is ``CONFIRMED`` and held by its creditor
+    again: not financed.
+
+    One statement per single check: the cursor row (primary key) left-joined with the match, whose
+    ``invoice_key = ? AND valid_to IS NULL`` / ``fingerprint = ? AND valid_to IS NULL`` terms each
+    imply the partial index's predicate (SQLite's multi-index OR, PostgreSQL's BitmapOr), plus a
+    correlated ``EXISTS`` probe of ``ix_assignments_receivable_id`` for the financing history. It is
+    compiled once and run on the driver's cursor (SQLAlchemy's per-execution work would cost more than
+    the lookup). Only a ``SPLIT`` match needs a second statement (its parts share its debtor and
+    number hash), run with the first in one snapshot; kept out of the hot statement because a
+    correlated subquery over the parts weighs on every plan (PostgreSQL hashes it and turns on JIT).
+
+Near-duplicates ("suspiciously similar", MonetaGo-style risk classes)
+    ``SAME_DEBTOR_AMOUNT_DUE_DATE`` (high)
+        another live registration for the same debtor with the same currency, face value and due
+        date (index ``ix_receivables_current_debtor_amount``).
+    ``SAME_DOCUMENT_HASH`` (high)
+        another live registration with the same (non-zero) document hash (``ix_receivables_current_doc``).
+    ``SIMILAR_INVOICE_NUMBER`` (medium)
+        a live registration for the same debtor whose normalised invoice number is within a small edit
+        distance of the queried one.
+
+    The chain, and so the mirror, stores only ``number_hash = keccak256(normalised number)``: plaintext
+    invoice numbers are never stored, and similarity cannot be computed against them. Instead the
+    checker generates the plausible variants of the *queried* number (which the caller knows anyway),
+    hashes each, derives its invoice key for the same debtor, and looks the keys up in the partial
+    index ``ix_receivables_current_key`` (the key binds debtor and number, so no extra index and no
+    scan of the debtor's rows). Privacy-preserving: nothing but hashes is stored or compared, and the
+    checker learns nothing about numbers it was not given. Variants of a normalised number (see
+    :func:`number_variants`):
+
+    - distance 1: deletion of any one character; transposition of two adjacent characters; one
+      OCR-style substitution among the confusable pairs O/0, I/1, S/5, B/8; a doubled character; a
+      ``0`` inserted into a run of digits;
+    - distance 2: two OCR-style substitutions; zero padding of a digit run changed by two ("INV-1"
+      against "INV-001").
+
+    Substituting an arbitrary digit for another is *off* by default (``digit_substitutions=True``
+    turns it on): a supplier invoicing the same debtor numbers its invoices in sequence, and INV-1001
+    against INV-1002 would flag every invoice of a series, which drowns the signal; a changed number
+    with the same amount and due date is caught by ``SAME_DEBTOR_AMOUNT_DUE_DATE`` anyway. An
+    insertion of an arbitrary character is not generated (it would cost one hash per character of the
+    alphabet per position); its mirror image, a deletion, is.
+
+    Registrations of the queried invoice itself (same debtor and number hash: the match and its split
+    parts) are never reported as near-duplicates of it.
+
+Privacy
+    Competitors share the mirror. Everyone who asks learns whether the invoice is registered, its
+    status, whether it is financed and its receivable id (the caller has proved knowledge of the
+    invoice by presenting its key or fingerprint). The parties and amounts (``parties``) are revealed
+    only to a viewer who is the creditor, the debtor or the current holder of the match. A near-duplicate
+    carries the matched receivable id only when the viewer is a party to that receivable; otherwise it
+    is an anonymous flag, one per reason however many receivables matched.
+
+Bulk (:meth:`DuplicateChecker.check_many`)
+    Set-based: exact matches by chunked ``IN`` lists (expanding bind parameters over the key and
+    fingerprint indexes), near-duplicates by one ``UNION ALL`` statement per chunk (a ``VALUES`` CTE
+    joined to the debtor/amount/due-date index, ``IN`` lists over the document-hash and key indexes),
+    never a query per invoice. Lines are also checked against each other: a line whose key or
+    fingerprint equals an earlier line's is a duplicate of that line (``duplicate_of_line``), and
+    near-duplicate rules between lines give flags naming the other line (``batch_line``).
+
+Indexes
+    Everything above runs on the partial indexes of ``registry.store.models`` (current rows only).
+    One lookup has no index of its own: the parts of a ``SPLIT`` registration, found by (debtor,
+    number hash), use the debtor prefix of ``ix_receivables_current_debtor_amount`` and filter the
+    debtor's current rows. A partial index on ``(debtor, number_hash)`` would make it one probe (and
+    would let similar numbers be looked up by number hash, one keccak per variant instead of two).
+
+Freshness
+    Every result says which block the mirror is at (``as_of_block``, ``as_of_block_hash``, the block's
+    time ``as_of_timestamp``) and ``staleness_seconds`` = now - block time, read in the same snapshot as
+    the answer: one statement for a single exact check; otherwise one read transaction (PostgreSQL
+    ``REPEATABLE READ READ ONLY``; SQLite an explicit ``BEGIN``, since the driver opens no transaction
+    before a ``SELECT``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import threading
+import time
+import unicodedata
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from itertools import combinations, islice
+from types import MappingProxyType
+from typing import Any, Final
+
+from eth_utils.crypto import keccak
+from sqlalchemy import (
+    BigInteger,
+    CompoundSelect,
+    Engine,
+    Integer,
+    LargeBinary,
+    Select,
+    String,
+    TypeDecorator,
+    and_,
+    bindparam,
+    column,
+    literal,
+    or_,
+    select,
+    union_all,
+    values,
+)
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
+
+from registry.domain import Status
+from registry.errors import RegistryError
+from registry.invoice import FINGERPRINT_TYPEHASH, INVOICE_KEY_TYPEHASH, ZERO_HASH, Invoice
+from registry.store.models import Assignment, Cursor, Receivable, table_of
+from registry.types import EntityId, MinorUnits, ReceivableId, UnixTime
+
+__all__ = [
+    "OCR_CONFUSIONS",
+    "CheckResult",
+    "DuplicateChecker",
+    "MatchKind",
+    "MirrorNotReady",
+    "NearDuplicate",
+    "NearDuplicateReason",
+    "Parties",
+    "Risk",
+    "number_variants",
+]
+
+
+class MirrorNotReady(RegistryError):
+    """Raised when the mirror has not indexed any block yet, so "not registered" would be a guess."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+
+
+class MatchKind(StrEnum):
+    """Which hash of the queried invoice equals the live registration's."""
+
+    FINGERPRINT = "fingerprint"
+    """Same debtor, invoice number, currency, amount and dates."""
+    INVOICE_KEY = "invoice_key"
+    """Same debtor and invoice number (as far as the query says: other fields differ or were not given)."""
+
+
+class Risk(StrEnum):
+    HIGH = "high"
+    MEDIUM = "medium"
+
+
+class NearDuplicateReason(StrEnum):
+    SAME_DEBTOR_AMOUNT_DUE_DATE = "SAME_DEBTOR_AMOUNT_DUE_DATE"
+    SAME_DOCUMENT_HASH = "SAME_DOCUMENT_HASH"
+    SIMILAR_INVOICE_NUMBER = "SIMILAR_INVOICE_NUMBER"
+
+    @property
+    def risk(self) -> Risk:
+        return Risk.MEDIUM if self is NearDuplicateReason.SIMILAR_INVOICE_NUMBER else Risk.HIGH
+
+
+_REASON_CODES: Final = {reason: code for code, reason in enumerate(NearDuplicateReason, start=1)}
+_REASONS_BY_CODE: Final = {code: reason for reason, code in _REASON_CODES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class NearDuplicate:
+    """A "suspiciously similar" flag: a live registration, or another line of the same bulk check."""
+
+    reason: NearDuplicateReason
+    risk: Risk
+    receivable_id: ReceivableId | None = None
+    """The similar receivable, only when the viewer is its creditor, debtor or holder."""
+    batch_line: int | None = None
+    """The similar line of the same :meth:`DuplicateChecker.check_many` call."""
+
+
+@dataclass(frozen=True, slots=True)
+class Parties:
+    """Who is party to the matching registration and for how much: for entitled viewers only."""
+
+    creditor: EntityId
+    debtor: EntityId
+    holder: EntityId
+    currency: str
+    face_value: MinorUnits
+    paid: MinorUnits
+    due_date: UnixTime
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The answer for one invoice (or key, or fingerprint), as of one block of the mirror."""
+
+    registered: bool
+    """A live (not cancelled) registration holds this invoice's key or fingerprint."""
+    status: Status
+    """The live registration's status; ``Status.NONE`` when not registered."""
+    financed: bool
+    receivable_id: ReceivableId | None
+    match: MatchKind | None
+    parties: Parties | None
+    """Only when the viewer is the creditor, debtor or holder of the match."""
+    near_duplicates: tuple[NearDuplicate, ...]
+    duplicate_of_line: int | None
+    """In a bulk check: the earlier line with the same key or fingerprint."""
+    as_of_block: int
+    as_of_block_hash: str
+    as_of_timestamp: int
+    """The block's timestamp (Unix seconds)."""
+    staleness_seconds: float
+    """Seconds between the block's timestamp and the moment of the answer (never negative)."""
+
+    @property
+    def duplicate(self) -> bool:
+        """Whether registering or financing this invoice must be refused (exact duplicate)."""
+        return self.registered or self.duplicate_of_line is not None
+
+    @property
+    def suspicious(self) -> bool:
+        return bool(self.near_duplicates)
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Why the line is refused or flagged, in words (empty when clean)."""
+        out: list[str] = []
+        if self.registered:
+            what = "financed" if self.financed else "not financed"
+            out.append(f"already registered as receivable {self.receivable_id} ({self.status.name}, {what})")
+        if self.duplicate_of_line is not None:
+            out.append(f"duplicate of line {self.duplicate_of_line} of this batch")
+        for flag in self.near_duplicates:
+            where = (
+                f" (line {flag.batch_line})"
+                if flag.batch_line is not None
+                else f" (receivable {flag.receivable_id})"
+                if flag.receivable_id is not None
+                else ""
+            )
+            out.append(f"{flag.reason.value} [{flag.risk.value} risk]{where}")
+        return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Invoice-number variants
+# ---------------------------------------------------------------------------------------------
+
+OCR_CONFUSIONS: Final[Mapping[str, str]] = MappingProxyType(
+    {"O": "0", "0": "O", "I": "1", "1": "I", "S": "5", "5": "S", "B": "8", "8": "B"}
+)
+"""Characters that OCR and hurried typists confuse, both ways (numbers are upper case once normalised)."""
+_DIGITS: Final = "0123456789"
+MAX_VARIANTS: Final = 512
+"""At most this many variants per number (distance-1 variants come first)."""
+
+
+def _digit_runs(s: str) -> Iterator[tuple[int, int]]:
+    """(start, end) of each maximal run of ASCII digits."""
+    i, n = 0, len(s)
+    while i < n:
+        if s[i] in _DIGITS:
+            j = i
+            while j < n and s[j] in _DIGITS:
+                j += 1
+            yield i, j
+            i = j
+        else:
+            i += 1
+
+
+def number_variants(normalized: str, *, digit_substitutions: bool = False) -> list[str]:
+    """The invoice numbers "similar" to ``normalized`` (a normalised number), itself excluded.
+
+    Distance 1: one deletion, one adjacent transposition, one OCR substitution (:data:`OCR_CONFUSIONS`),
+    one doubled character, one ``0`` inserted before a digit (and, with ``digit_substitutions``, one
+    digit replaced by another). Distance 2: two OCR substitutions; a digit run's zero padding changed by
+    two. Deterministic order, distance 1 first, at most :data:`MAX_VARIANTS`.
+    """
+    s = normalized
+    n = len(s)
+    seen: dict[str, None] = {}
+    for i in range(n):
+        char = s[i]
+        seen[s[:i] + s[i + 1 :]] = None  # deletion
+        if i + 1 < n and char != s[i + 1]:
+            seen[s[:i] + s[i + 1] + char + s[i + 2 :]] = None  # transposition
+        confused = OCR_CONFUSIONS.get(char)
+        if confused is not None:
+            seen[s[:i] + confused + s[i + 1 :]] = None  # OCR substitution
+        seen[s[:i] + char + s[i:]] = None  # doubled keystroke
+        if char in _DIGITS:
+            seen[s[:i] + "0" + s[i:]] = None  # zero inserted into a digit run
+            if digit_substitutions:
+                for digit in _DIGITS:
+                    if digit != char:
+                        seen[s[:i] + digit + s[i + 1 :]] = None
+    for start, end in _digit_runs(s):
+        seen[s[:start] + "00" + s[start:]] = None  # padded by two zeros
+        if end - start > 2 and s[start : start + 2] == "00":
+            seen[s[:start] + s[start + 2 :]] = None  # two leading zeros dropped
+    confusable = [i for i in range(n) if s[i] in OCR_CONFUSIONS]
+    for i, j in combinations(confusable, 2):
+        seen[s[:i] + OCR_CONFUSIONS[s[i]] + s[i + 1 : j] + OCR_CONFUSIONS[s[j]] + s[j + 1 :]] = None
+    seen.pop(s, None)
+    seen.pop("", None)
+    out = list(seen)[:MAX_VARIANTS]
+    if not s.isascii():
+        # Removing a character can leave a sequence that NFKC composes: hash what a client would.
+        out = list(dict.fromkeys(unicodedata.normalize("NFKC", v) for v in out if v != s))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Hashes (byte for byte registry.invoice.invoice_key / fingerprint, without eth-abi's overhead)
+# ---------------------------------------------------------------------------------------------
+
+
+def _fast_keccak256() -> Callable[[bytes], bytes]:
+    """keccak256 on a per-thread pycryptodome state, reset between calls.
+
+    pycryptodome (eth-hash's backend here) builds and frees a hash object per call, about three
+    quarters of the cost of hashing 96 bytes; a check hashes two (exact) to a few hundred (variants)
+    such inputs. Falls back to eth-utils' keccak if the library's low-level interface is not there or
+    disagrees with it.
+    """
+    try:
+        raw = importlib.import_module("Crypto.Util._raw_api")
+        lib: Any = importlib.import_module("Crypto.Hash.keccak")._raw_keccak_lib
+    except (ImportError, AttributeError):
+        return keccak
+    local = threading.local()
+    digest_size = raw.c_size_t(32)
+    padding = raw.c_ubyte(0x01)  # keccak's padding, not SHA-3's
+
+    def state() -> tuple[Any, Any]:
+        held: tuple[Any, Any] | None = getattr(local, "state", None)
+        if held is None:
+            pointer = raw.VoidPointer()
+            if lib.keccak_init(pointer.address_of(), raw.c_size_t(64), raw.c_ubyte(24)):
+                raise RuntimeError("keccak_init failed")
+            held = (raw.SmartPointer(pointer.get(), lib.keccak_destroy), raw.create_string_buffer(32))
+            local.state = held
+        return held
+
+    def keccak256(data: bytes) -> bytes:
+        pointer, buffer = state()
+        handle = pointer.get()
+        if (
+            lib.keccak_reset(handle)
+            or lib.keccak_absorb(handle, raw.c_uint8_ptr(data), raw.c_size_t(len(data)))
+            or lib.keccak_digest(handle, buffer, digest_size, padding)
+        ):
+            raise RuntimeError("keccak failed")
+        return bytes(raw.get_raw_buffer(buffer))
+
+    try:
+        for sample in (b"", b"\x01" * 96, b"x" * 300):
+            if keccak256(sample) != keccak(sample):
+                return keccak
+    except Exception:
+        return keccak
+    return keccak256
+
+
+_keccak256: Final = _fast_keccak256()
+
+
+def _key_of(debtor: int, number_hash: bytes) -> bytes:
+    return _keccak256(INVOICE_KEY_TYPEHASH + debtor.to_bytes(32, "big") + number_hash)
+
+
+def _fingerprint_of(invoice: Invoice) -> bytes:
+    return _keccak256(
+        FINGERPRINT_TYPEHASH
+        + invoice.debtor.to_bytes(32, "big")
+        + invoice.number_hash
+        + invoice.currency.encode("ascii").ljust(32, b"\0")
+        + invoice.face_value.to_bytes(32, "big")
+        + invoice.issue_date.to_bytes(32, "big")
+        + invoice.due_date.to_bytes(32, "big")
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# SQL
+# ---------------------------------------------------------------------------------------------
+
+
+class _RawBytes(TypeDecorator[bytes]):
+    """Bytes passed to the driver as they are (both drivers take ``bytes`` for BLOB/bytea): spares
+    LargeBinary's per-value wrapping on the lists of thousands of hashes that bulk checks bind."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> None:
+        return None
+
+
+def _hashes(name: str) -> BindParameter[bytes]:
+    """An expanding ``IN`` list of 32-byte hashes."""
+    return bindparam(name, expanding=True, type_=_RawBytes())
+
+
+_R = table_of(Receivable)
+_A = table_of(Assignment)
+_C = table_of(Cursor)
+_PART = _R.alias("part")
+_PART_ASSIGNMENT = _A.alias("part_assignment")
+_CURSOR_ID: Final = 1  # the projector keeps the one cursor row at id 1
+
+_CANCELLED: Final = int(Status.CANCELLED)
+_PAID_OR_CLOSED: Final = frozenset({Status.PARTIALLY_PAID, Status.SETTLED, Status.DEFAULTED, Status.WRITTEN_OFF})
+
+_EXACT_CHUNK: Final = 4_000  # lines per exact statement (two parameters each)
+_NEAR_PARAMS: Final = 20_000  # parameters per near-duplicate statement (SQLite allows 32,766)
+_MAX_BATCH_REFERENCES: Final = 10  # other lines named per line and reason (a batch of look-alikes stays linear)
+
+
+_LIVE: Final = _R.c.status != _CANCELLED
+
+
+def _current(condition: ColumnElement[bool]) -> ColumnElement[bool]:
+    """``condition AND valid_to IS NULL``: each OR branch must imply a partial index's predicate."""
+    return and_(condition, _R.c.valid_to.is_(None))
+
+
+_WAS_ASSIGNED = select(literal(1)).where(_A.c.receivable_id == _R.c.id).exists()
+
+
+def _financed_parts_statement(lineages: Sequence[tuple[int, bytes]]) -> Select[Any]:
+    """Which of the given (debtor, number hash) lineages have a current split part that is financed.
+
+    Parts carry their parent's debtor and number hash (the contract copies the receivable), at any
+    depth of splitting. Only split registrations need this, so it is a second statement rather than a
+    correlated subquery that would weigh on every plan.
+    """
+    wanted = (
+        values(column("debtor", Integer), column("number_hash", LargeBinary), name="lineage")
+        .data(list(lineages))
+        .cte("lineage")
+    )
+    return (
+        select(wanted.c.debtor, wanted.c.number_hash)
+        .distinct()
+        .select_from(wanted)
+        .join(
+            _PART,
+            and_(
+                _PART.c.debtor == wanted.c.debtor,
+                _PART.c.number_hash == wanted.c.number_hash,
+                _PART.c.valid_to.is_(None),
+            ),
+        )
+        .where(
+            _PART.c.parent_id.is_not(None),
+            or_(
+                _PART.c.status == int(Status.ASSIGNED),
+                _PART.c.holder != _PART.c.creditor,
+                select(literal(1)).where(_PART_ASSIGNMENT.c.receivable_id == _PART.c.id).exists(),
+            ),
+        )
+    )
+
+
+_MATCH_COLUMNS: Final = (
+    _R.c.id,
+    _R.c.status,
+    _R.c.creditor,
+    _R.c.debtor,
+    _R.c.holder,
+    _R.c.currency,
+    _R.c.face_value,
+    _R.c.paid,
+    _R.c.due_date,
+    _R.c.invoice_key,
+    _R.c.fingerprint,
+    _R.c.number_hash,
+    _WAS_ASSIGNED.label("was_assigned"),
+)
+_CURSOR_COLUMNS: Final = (_C.c.block_number, _C.c.block_hash, _C.c.block_timestamp)
+
+
+def _single_statement(by_key: bool, by_fingerprint: bool) -> Select[Any]:
+    """The cursor row left-joined with the live registration holding the key and/or fingerprint."""
+    branches = []
+    if by_key:
+        branches.append(_current(_R.c.invoice_key == bindparam("key")))
+    if by_fingerprint:
+        branches.append(_current(_R.c.fingerprint == bindparam("fingerprint")))
+    on = and_(or_(*branches), _LIVE)
+    return select(*_CURSOR_COLUMNS, *_MATCH_COLUMNS).select_from(_C.outerjoin(_R, on)).where(_C.c.id == _CURSOR_ID)
+
+
+class _Prepared:
+    """A statement compiled once for the engine's dialect and run on the DBAPI cursor directly.
+
+    The single exact check is one indexed lookup that the database answers in a few microseconds;
+    SQLAlchemy's per-execution work (cache lookup, parameter processing, result wrapping) costs several
+    times that, so the hot path binds the two hashes into a prepared parameter template instead.
+    """
+
+    def __init__(self, statement: Select[Any], engine: Engine, names: Sequence[str]) -> None:
+        compiled = statement.compile(dialect=engine.dialect)
+        self.sql = str(compiled)
+        base = compiled.construct_params(dict.fromkeys(names, b""))
+        if compiled.positiontup is not None:
+            order = list(compiled.positiontup)
+            self.template: list[Any] | dict[str, Any] = [base[name] for name in order]
+            self.slots = {name: [i for i, n in enumerate(order) if n == name] for name in names}
+        else:
+            self.template = dict(base)
+            self.slots = {}
+
+    def params(self, values: Mapping[str, bytes]) -> Any:
+        if isinstance(self.template, list):
+            bound = list(self.template)
+            for name, value in values.items():
+                for i in self.slots[name]:
+                    bound[i] = value
+            return tuple(bound)
+        return {**self.template, **values}
+
+    def rows(self, conn: Connection, values: Mapping[str, bytes]) -> list[Sequence[Any]]:
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        cursor = dbapi.cursor()
+        try:
+            cursor.execute(self.sql, self.params(values))
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+
+_CURSOR_STATEMENT: Final = select(*_CURSOR_COLUMNS).where(_C.c.id == _CURSOR_ID)
+_BULK_EXACT_STATEMENT: Final = select(*_MATCH_COLUMNS).where(
+    or_(
+        _current(_R.c.invoice_key.in_(_hashes("keys"))),
+        _current(_R.c.fingerprint.in_(_hashes("fingerprints"))),
+    ),
+    _LIVE,
+)
+_NEAR_COLUMNS: Final = (
+    _R.c.id,
+    _R.c.creditor,
+    _R.c.debtor,
+    _R.c.holder,
+    _R.c.number_hash,
+    _R.c.invoice_key,
+    _R.c.document_hash,
+    _R.c.currency,
+    _R.c.face_value,
+    _R.c.due_date,
+)
+
+
+def _reason(reason: NearDuplicateReason) -> Any:
+    return literal(_REASON_CODES[reason]).label("reason")
+
+
+def _by_document(condition: ColumnElement[bool]) -> Select[Any]:
+    return select(_reason(NearDuplicateReason.SAME_DOCUMENT_HASH), *_NEAR_COLUMNS).where(_current(condition), _LIVE)
+
+
+def _by_variant_key(condition: ColumnElement[bool]) -> Select[Any]:
+    return select(_reason(NearDuplicateReason.SIMILAR_INVOICE_NUMBER), *_NEAR_COLUMNS).where(_current(condition), _LIVE)
+
+
+# One invoice's near-duplicates in one cached statement (a bulk chunk joins a VALUES list instead).
+_NEAR_SINGLE: Final[CompoundSelect[Any]] = union_all(
+    select(_reason(NearDuplicateReason.SAME_DEBTOR_AMOUNT_DUE_DATE), *_NEAR_COLUMNS).where(
+        _current(
+            and_(
+                _R.c.debtor == bindparam("debtor"),
+                _R.c.face_value == bindparam("face_value"),
+                _R.c.due_date == bindparam("due_date"),
+            )
+        ),
+        _R.c.currency == bindparam("currency"),
+        _LIVE,
+    ),
+    _by_document(_R.c.document_hash == bindparam("document")),
+    _by_variant_key(_R.c.invoice_key.in_(_hashes("variant_keys"))),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Match:
+    """A live registration as read by an exact check."""
+
+    id: int
+    status: Status
+    creditor: int
+    debtor: int
+    holder: int
+    currency: str
+    face_value: int
+    paid: int
+    due_date: int
+    invoice_key: bytes | None
+    fingerprint: bytes | None
+    number_hash: bytes | None
+    was_assigned: bool
+    parts_financed: bool = False
+
+    @classmethod
+    def of(cls, values: Sequence[Any]) -> _Match:
+        """From the values of :data:`_MATCH_COLUMNS`, in order."""
+        (id_, status, creditor, debtor, holder, currency, face, paid, due, key, fp, number_hash, assigned) = values
+        return cls(
+            id=int(id_),
+            status=Status(status),
+            creditor=int(creditor),
+            debtor=int(debtor),
+            holder=int(holder),
+            currency=str(currency),
+            face_value=int(face),
+            paid=int(paid),
+            due_date=int(due),
+            invoice_key=_bytes(key),
+            fingerprint=_bytes(fp),
+            number_hash=_bytes(number_hash),
+            was_assigned=bool(assigned),
+        )
+
+    @property
+    def financed(self) -> bool:
+        return (
+            self.status is Status.ASSIGNED
+            or self.holder != self.creditor
+            or (self.status in _PAID_OR_CLOSED and self.was_assigned)
+            or (self.status is Status.SPLIT and self.parts_financed)
+        )
+
+    def parties_for(self, viewer: int | None) -> Parties | None:
+        if viewer is None or viewer not in (self.creditor, self.debtor, self.holder):
+            return None
+        return Parties(
+            creditor=EntityId(self.creditor),
+            debtor=EntityId(self.debtor),
+            holder=EntityId(self.holder),
+            currency=self.currency,
+            face_value=MinorUnits(self.face_value),
+            paid=MinorUnits(self.paid),
+            due_date=UnixTime(self.due_date),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Similar:
+    """A live registration found by a near-duplicate rule."""
+
+    reason: NearDuplicateReason
+    id: int
+    creditor: int
+    debtor: int
+    holder: int
+    number_hash: bytes | None
+    invoice_key: bytes | None
+    document_hash: bytes | None
+    currency: str
+    face_value: int
+    due_date: int
+
+    @classmethod
+    def of(cls, row: Any) -> _Similar:
+        return cls(
+            reason=_REASONS_BY_CODE[int(row.reason)],
+            id=int(row.id),
+            creditor=int(row.creditor),
+            debtor=int(row.debtor),
+            holder=int(row.holder),
+            number_hash=_bytes(row.number_hash),
+            invoice_key=_bytes(row.invoice_key),
+            document_hash=_bytes(row.document_hash),
+            currency=str(row.currency),
+            face_value=int(row.face_value),
+            due_date=int(row.due_date),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _AsOf:
+    block: int
+    block_hash: str
+    timestamp: int
+    staleness: float
+
+
+@dataclass(slots=True)
+class _Line:
+    """One queried invoice with its derived hashes."""
+
+    invoice: Invoice
+    key: bytes
+    fingerprint: bytes
+    variant_keys: list[bytes]
+
+    @property
+    def lineage(self) -> tuple[int, bytes]:
+        return (self.invoice.debtor, self.invoice.number_hash)
+
+    @property
+    def amount_key(self) -> tuple[int, str, int, int]:
+        inv = self.invoice
+        return (inv.debtor, inv.currency, inv.face_value, inv.due_date)
+
+    @property
+    def document(self) -> bytes | None:
+        return None if self.invoice.document_hash == ZERO_HASH else self.invoice.document_hash
+
+
+def _bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+# ---------------------------------------------------------------------------------------------
+# The checker
+# ---------------------------------------------------------------------------------------------
+
+
+class DuplicateChecker:
+    """Exact and near-duplicate checks of invoices against the mirror (engine passed in)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        digit_substitutions: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.digit_substitutions = digit_substitutions
+        self.clock = clock
+        self._by_both = _Prepared(_single_statement(True, True), engine, ("key", "fingerprint"))
+        self._by_key = _Prepared(_single_statement(True, False), engine, ("key",))
+        self._by_fingerprint = _Prepared(_single_statement(False, True), engine, ("fingerprint",))
+
+    # ------------------------------------------------------------------ single checks
+
+    def check(self, invoice: Invoice, *, viewer_entity: int | None = None, near_duplicates: bool = True) -> CheckResult:
+        """Exact match by invoice key or fingerprint, and (unless disabled) near-duplicate flags."""
+        line = self._line(invoice, variants=near_duplicates)
+        params = {"key": line.key, "fingerprint": line.fingerprint}
+        if not near_duplicates:
+            as_of, match = self._exact(self._by_both, params)
+            return self._result(as_of, match, line, viewer_entity, (), None)
+        with self._snapshot() as conn:
+            as_of, match = self._single(conn, self._by_both, params)
+            if match is not None and match.status is Status.SPLIT:
+                match = self._with_parts(conn, [match])[0]
+            similar = self._near_rows(conn, [line])
+        flags = self._flags(line, similar, viewer_entity)
+        return self._result(as_of, match, line, viewer_entity, flags, None)
+
+    def check_key(self, key: bytes, *, viewer_entity: int | None = None) -> CheckResult:
+        """Exact match by invoice key only (no near-duplicates: the fields are not known)."""
+        as_of, match = self._exact(self._by_key, {"key": bytes(key)})
+        return self._result(as_of, match, None, viewer_entity, (), None, kind=MatchKind.INVOICE_KEY)
+
+    def check_fingerprint(self, fp: bytes, *, viewer_entity: int | None = None) -> CheckResult:
+        """Exact match by fingerprint only (no near-duplicates: the fields are not known)."""
+        as_of, match = self._exact(self._by_fingerprint, {"fingerprint": bytes(fp)})
+        return self._result(as_of, match, None, viewer_entity, (), None, kind=MatchKind.FINGERPRINT)
+
+    # ------------------------------------------------------------------ bulk
+
+    def check_many(
+        self,
+        invoices: Sequence[Invoice],
+        *,
+        viewer_entity: int | None = None,
+        near_duplicates: bool = True,
+    ) -> list[CheckResult]:
+        """One result per invoice, in order: set-based queries, plus duplicates within the batch."""
+        if not invoices:
+            return []
+        lines = [self._line(inv, variants=near_duplicates) for inv in invoices]
+        with self._snapshot() as conn:
+            as_of = self._as_of(conn.execute(_CURSOR_STATEMENT).first())
+            by_key, by_fingerprint = self._exact_rows(conn, lines)
+            splits = [m for m in by_key.values() if m.status is Status.SPLIT]
+            if splits:
+                for resolved in self._with_parts(conn, splits):
+                    if resolved.invoice_key is not None:
+                        by_key[resolved.invoice_key] = resolved
+                    if resolved.fingerprint is not None:
+                        by_fingerprint[resolved.fingerprint] = resolved
+            similar = self._near_rows(conn, lines) if near_duplicates else []
+        duplicate_of = self._batch_duplicates(lines)
+        batch_flags = self._batch_near_duplicates(lines) if near_duplicates else {}
+        similar_by_line: dict[int, list[_Similar]] = defaultdict(list)
+        if similar:
+            for index, found in self._assign_similar(lines, similar):
+                similar_by_line[index].append(found)
+        results: list[CheckResult] = []
+        for index, line in enumerate(lines):
+            match = by_fingerprint.get(line.fingerprint) or by_key.get(line.key)
+            flags = self._flags(line, similar_by_line.get(index, []), viewer_entity) + batch_flags.get(index, ())
+            results.append(self._result(as_of, match, line, viewer_entity, flags, duplicate_of.get(index)))
+        return results
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def query_plan(self, invoice: Invoice, *, conn: Connection | None = None) -> list[str]:
+        """The database's plan for the single exact check of ``invoice`` (SQLite ``EXPLAIN QUERY PLAN``
+        details, PostgreSQL ``EXPLAIN`` lines)."""
+        statement = self._by_both
+        args = statement.params({"key": invoice.key, "fingerprint": invoice.fingerprint})
+        sqlite = self.engine.dialect.name == "sqlite"
+        sql = ("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + statement.sql
+
+        def run(c: Connection) -> list[str]:
+            rows = c.exec_driver_sql(sql, args).all()
+            return [str(row[3]) if sqlite else str(row[0]) for row in rows]
+
+        if conn is not None:
+            return run(conn)
+        with self.engine.connect() as own:
+            return run(own)
+
+    # ------------------------------------------------------------------ internals: reads
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """A read transaction: every statement inside sees the same committed state."""
+        dialect = self.engine.dialect.name
+        with self.engine.connect() as conn:
+            if dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+                with conn.begin():
+                    yield conn
+                return
+            if dialect == "sqlite":
+                # pysqlite begins transactions before DML only; without BEGIN each SELECT would read
+                # its own snapshot, and the cursor could come from another batch than the rows.
+                conn.exec_driver_sql("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+
+    def _as_of(self, row: Any) -> _AsOf:
+        if row is None:
+            raise MirrorNotReady("the mirror has not indexed any block yet: run the indexer first")
+        return self._as_of_values(int(row.block_number), str(row.block_hash), int(row.block_timestamp))
+
+    def _as_of_values(self, block: int, block_hash: str, timestamp: int) -> _AsOf:
+        return _AsOf(block, block_hash, timestamp, max(0.0, self.clock() - timestamp))
+
+    def _single(
+        self, conn: Connection, statement: _Prepared, params: Mapping[str, bytes]
+    ) -> tuple[_AsOf, _Match | None]:
+        rows = statement.rows(conn, params)
+        if not rows:
+            raise MirrorNotReady("the mirror has not indexed any block yet: run the indexer first")
+        block, block_hash, timestamp = rows[0][:3]
+        as_of = self._as_of_values(int(block), str(block_hash), int(timestamp))
+        matches = [_Match.of(row[3:]) for row in rows if row[3] is not None]
+        if not matches:
+            return as_of, None
+        # The contract lets one live registration hold a key and fingerprint; prefer the fingerprint
+        # match should the mirror ever hold two.
+        fingerprint = params.get("fingerprint")
+        matches.sort(key=lambda m: (m.fingerprint != fingerprint, -m.id))
+        return as_of, matches[0]
+
+    def _exact(self, statement: _Prepared, params: Mapping[str, bytes]) -> tuple[_AsOf, _Match | None]:
+        """One indexed statement; a split match reads its parts too, in the same snapshot."""
+        with self.engine.connect() as conn:
+            if self.engine.dialect.name == "postgresql":
+                # One statement is its own snapshot: no BEGIN and ROLLBACK round trips around it.
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            as_of, match = self._single(conn, statement, params)
+        if match is None or match.status is not Status.SPLIT:
+            return as_of, match
+        with self._snapshot() as conn:
+            as_of, match = self._single(conn, statement, params)
+            if match is not None and match.status is Status.SPLIT:
+                match = self._with_parts(conn, [match])[0]
+            return as_of, match
+
+    def _with_parts(self, conn: Connection, splits: Sequence[_Match]) -> list[_Match]:
+        """The split matches, with ``parts_financed`` read from their current parts."""
+        lineages = sorted({(m.debtor, m.number_hash) for m in splits if m.number_hash is not None})
+        financed: set[tuple[int, bytes]] = set()
+        for chunk in _chunks(lineages, _EXACT_CHUNK):
+            for debtor, number_hash in conn.execute(_financed_parts_statement(chunk)):
+                financed.add((int(debtor), bytes(number_hash)))
+        return [dataclasses.replace(m, parts_financed=(m.debtor, m.number_hash) in financed) for m in splits]
+
+    def _exact_rows(self, conn: Connection, lines: Sequence[_Line]) -> tuple[dict[bytes, _Match], dict[bytes, _Match]]:
+        by_key: dict[bytes, _Match] = {}
+        by_fingerprint: dict[bytes, _Match] = {}
+        for chunk in _chunks(lines, _EXACT_CHUNK):
+            params = {
+                "keys": list({line.key for line in chunk}),
+                "fingerprints": list({line.fingerprint for line in chunk}),
+            }
+            for row in conn.execute(_BULK_EXACT_STATEMENT, params):
+                match = _Match.of(row)
+                if match.invoice_key is not None:
+                    by_key[match.invoice_key] = match
+                if match.fingerprint is not None:
+                    by_fingerprint[match.fingerprint] = match
+        return by_key, by_fingerprint
+
+    def _near_rows(self, conn: Connection, lines: Sequence[_Line]) -> list[_Similar]:
+        """Live registrations that some line's near-duplicate rules find (one statement per chunk)."""
+        found: list[_Similar] = []
+        chunk: list[_Line] = []
+        budget = 0
+        for line in lines:
+            cost = 5 + len(line.variant_keys)
+            if chunk and budget + cost > _NEAR_PARAMS:
+                found.extend(self._near_chunk(conn, chunk))
+                chunk, budget = [], 0
+            chunk.append(line)
+            budget += cost
+        if chunk:
+            found.extend(self._near_chunk(conn, chunk))
+        return found
+
+    def _near_chunk(self, conn: Connection, lines: Sequence[_Line]) -> list[_Similar]:
+        if len(lines) == 1:
+            line = lines[0]
+            rows = conn.execute(
+                _NEAR_SINGLE,
+                {
+                    "debtor": line.invoice.debtor,
+                    "currency": line.invoice.currency,
+                    "face_value": line.invoice.face_value,
+                    "due_date": line.invoice.due_date,
+                    "document": line.document,
+                    "variant_keys": line.variant_keys,
+                },
+            )
+            return [_Similar.of(row) for row in rows]
+        batch = (
+            values(
+                column("debtor", Integer),
+                column("currency", String(3)),
+                column("face_value", BigInteger),
+                column("due_date", BigInteger),
+                name="batch",
+            )
+            .data(sorted({line.amount_key for line in lines}))
+            .cte("batch")
+        )
+        selects: list[Select[Any]] = [
+            select(_reason(NearDuplicateReason.SAME_DEBTOR_AMOUNT_DUE_DATE), *_NEAR_COLUMNS)
+            .select_from(batch)
+            .join(
+                _R,
+                _current(
+                    and_(
+                        _R.c.debtor == batch.c.debtor,
+                        _R.c.face_value == batch.c.face_value,
+                        _R.c.due_date == batch.c.due_date,
+                    )
+                ),
+            )
+            .where(_R.c.currency == batch.c.currency, _LIVE)
+        ]
+        params: dict[str, list[bytes]] = {}
+        documents = sorted({doc for line in lines if (doc := line.document) is not None})
+        if documents:
+            selects.append(_by_document(_R.c.document_hash.in_(_hashes("documents"))))
+            params["documents"] = documents
+        variant_keys = sorted({key for line in lines for key in line.variant_keys})
+        if variant_keys:
+            selects.append(_by_variant_key(_R.c.invoice_key.in_(_hashes("variant_keys"))))
+            params["variant_keys"] = variant_keys
+        return [_Similar.of(row) for row in conn.execute(union_all(*selects), params)]
+
+    # ------------------------------------------------------------------ internals: answers
+
+    def _line(self, invoice: Invoice, *, variants: bool) -> _Line:
+        keys: list[bytes] = []
+        if variants:
+            numbers = number_variants(invoice.normalized_number, digit_substitutions=self.digit_substitutions)
+            keys = [_key_of(invoice.debtor, _keccak256(n.encode("utf-8"))) for n in numbers]
+        return _Line(invoice, _key_of(invoice.debtor, invoice.number_hash), _fingerprint_of(invoice), keys)
+
+    @staticmethod
+    def _assign_similar(lines: Sequence[_Line], found: Sequence[_Similar]) -> Iterator[tuple[int, _Similar]]:
+        """Which lines each found registration is similar to (never the line's own lineage)."""
+        by_amount: dict[tuple[int, str, int, int], list[int]] = defaultdict(list)
+        by_document: dict[bytes, list[int]] = defaultdict(list)
+        by_variant: dict[bytes, list[int]] = defaultdict(list)
+        for index, line in enumerate(lines):
+            by_amount[line.amount_key].append(index)
+            if line.document is not None:
+                by_document[line.document].append(index)
+            for key in line.variant_keys:
+                by_variant[key].append(index)
+        for similar in found:
+            if similar.reason is NearDuplicateReason.SAME_DEBTOR_AMOUNT_DUE_DATE:
+                indexes = by_amount.get((similar.debtor, similar.currency, similar.face_value, similar.due_date), [])
+            elif similar.reason is NearDuplicateReason.SAME_DOCUMENT_HASH:
+                indexes = by_document.get(similar.document_hash or b"", [])
+            else:
+                indexes = by_variant.get(similar.invoice_key or b"", [])
+            for index in indexes:
+                if lines[index].lineage != (similar.debtor, similar.number_hash):
+                    yield index, similar
+
+    @staticmethod
+    def _flags(line: _Line, found: Sequence[_Similar], viewer: int | None) -> tuple[NearDuplicate, ...]:
+        """One flag per (reason, similar registration) the viewer is party to; one anonymous flag per
+        reason for the rest. A registration and its split parts (same debtor and number) count once."""
+        groups: dict[tuple[NearDuplicateReason, int, bytes | None], list[_Similar]] = defaultdict(list)
+        for similar in found:
+            if line.lineage != (similar.debtor, similar.number_hash):
+                groups[(similar.reason, similar.debtor, similar.number_hash)].append(similar)
+        named: set[tuple[NearDuplicateReason, int]] = set()
+        anonymous: set[NearDuplicateReason] = set()
+        for (reason, _, _), members in groups.items():
+            visible = [m for m in members if viewer is not None and viewer in (m.creditor, m.debtor, m.holder)]
+            if visible:
+                # The registration itself (it has the key) before its parts, then the oldest.
+                best = min(visible, key=lambda m: (m.invoice_key is None, m.id))
+                named.add((reason, best.id))
+            else:
+                anonymous.add(reason)
+        flags = [NearDuplicate(reason, reason.risk, receivable_id=ReceivableId(rid)) for reason, rid in named]
+        flags += [NearDuplicate(reason, reason.risk) for reason in anonymous]
+        flags.sort(key=lambda f: (f.risk is not Risk.HIGH, f.reason.value, f.receivable_id or 0))
+        return tuple(flags)
+
+    @staticmethod
+    def _batch_duplicates(lines: Sequence[_Line]) -> dict[int, int]:
+        """line -> the first earlier line with the same key or fingerprint."""
+        first_by_key: dict[bytes, int] = {}
+        first_by_fingerprint: dict[bytes, int] = {}
+        out: dict[int, int] = {}
+        for index, line in enumerate(lines):
+            earlier = [
+                i for i in (first_by_key.get(line.key), first_by_fingerprint.get(line.fingerprint)) if i is not None
+            ]
+            if earlier:
+                out[index] = min(earlier)
+            first_by_key.setdefault(line.key, index)
+            first_by_fingerprint.setdefault(line.fingerprint, index)
+        return out
+
+    @staticmethod
+    def _batch_near_duplicates(lines: Sequence[_Line]) -> dict[int, tuple[NearDuplicate, ...]]:
+        """Near-duplicate rules between lines of the same batch (both lines are flagged)."""
+        pairs: set[tuple[int, int, NearDuplicateReason]] = set()
+
+        def pair_up(groups: Mapping[Any, list[int]], reason: NearDuplicateReason) -> None:
+            for members in groups.values():
+                for i in members:
+                    others = (j for j in members if lines[j].key != lines[i].key)
+                    pairs.update((i, j, reason) for j in islice(others, _MAX_BATCH_REFERENCES))
+
+        by_amount: dict[tuple[int, str, int, int], list[int]] = defaultdict(list)
+        by_document: dict[bytes, list[int]] = defaultdict(list)
+        first_by_key: dict[bytes, int] = {}
+        for index, line in enumerate(lines):
+            by_amount[line.amount_key].append(index)
+            if line.document is not None:
+                by_document[line.document].append(index)
+            first_by_key.setdefault(line.key, index)
+        pair_up(by_amount, NearDuplicateReason.SAME_DEBTOR_AMOUNT_DUE_DATE)
+        pair_up(by_document, NearDuplicateReason.SAME_DOCUMENT_HASH)
+        for index, line in enumerate(lines):
+            for key in line.variant_keys:
+                other = first_by_key.get(key)
+                if other is not None and other != index:
+                    pairs.add((index, other, NearDuplicateReason.SIMILAR_INVOICE_NUMBER))
+                    pairs.add((other, index, NearDuplicateReason.SIMILAR_INVOICE_NUMBER))
+        out: dict[int, list[NearDuplicate]] = defaultdict(list)
+        named: dict[tuple[int, NearDuplicateReason], int] = defaultdict(int)
+        for index, other, reason in sorted(pairs, key=lambda p: (p[0], p[2].risk is not Risk.HIGH, p[2].value, p[1])):
+            if named[(index, reason)] < _MAX_BATCH_REFERENCES:
+                named[(index, reason)] += 1
+                out[index].append(NearDuplicate(reason, reason.risk, batch_line=other))
+        return {index: tuple(flags) for index, flags in out.items()}
+
+    def _result(
+        self,
+        as_of: _AsOf,
+        match: _Match | None,
+        line: _Line | None,
+        viewer: int | None,
+        flags: tuple[NearDuplicate, ...],
+        duplicate_of_line: int | None,
+        *,
+        kind: MatchKind | None = None,
+    ) -> CheckResult:
+        if match is not None and kind is None and line is not None:
+            kind = MatchKind.FINGERPRINT if match.fingerprint == line.fingerprint else MatchKind.INVOICE_KEY
+        return CheckResult(
+            registered=match is not None,
+            status=match.status if match is not None else Status.NONE,
+            financed=match.financed if match is not None else False,
+            receivable_id=ReceivableId(match.id) if match is not None else None,
+            match=kind if match is not None else None,
+            parties=match.parties_for(viewer) if match is not None else None,
+            near_duplicates=flags,
+            duplicate_of_line=duplicate_of_line,
+            as_of_block=as_of.block,
+            as_of_block_hash=as_of.block_hash,
+            as_of_timestamp=as_of.timestamp,
+            staleness_seconds=as_of.staleness,
+        )
