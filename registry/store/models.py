@@ -14,6 +14,7 @@ from typing import cast
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -240,6 +241,32 @@ class Rejection(Base):
     creditor: Mapped[int] = mapped_column(Integer)
     line: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(Text)
+
+
+class AuthNonce(Base):
+    """A sign-in challenge: issued by the API, consumed once (API replicas share it through the database)."""
+
+    __tablename__ = "auth_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    issued_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    used_at: Mapped[float | None] = mapped_column(Float)
+
+
+class RelayedRequest(Base):
+    """A signed request the API relayed, by its digest: an identical request is submitted only once."""
+
+    __tablename__ = "relayed_requests"
+
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    signer: Mapped[str] = mapped_column(String(42))
+    function: Mapped[str] = mapped_column(String(64))
+    tx_hash: Mapped[str | None] = mapped_column(String(66))
+    status: Mapped[str] = mapped_column(String(16))  # submitted, mined, failed
+    created_at: Mapped[float] = mapped_column(Float)
+    block_number: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 VERSIONED_TABLES = (Receivable, Participant, ParticipantKey, PaymentClaimRow)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import false, func, or_, select, true
 from sqlalchemy.engine import Connection
 
 from registry.domain import Status
-from registry.store.models import Cursor, Receivable
+from registry.store.models import Assignment, Cursor, Payment, Receivable, table_of
 
 
 @dataclass(frozen=True)
@@ -42,3 +43,122 @@ def status_counts(conn: Connection) -> dict[Status, int]:
         select(Receivable.status, func.count()).where(Receivable.valid_to.is_(None)).group_by(Receivable.status)
     ).all()
     return {Status(status): int(n) for status, n in sorted(rows)}
+
+
+# ---------------------------------------------------------------------------------------- receivables
+
+OPEN_STATUSES = (Status.CONFIRMED, Status.ASSIGNED, Status.PARTIALLY_PAID, Status.DEFAULTED)
+
+
+@dataclass(frozen=True)
+class ReceivableFilter:
+    status: Status | None = None
+    debtor: int | None = None
+    creditor: int | None = None
+    holder: int | None = None
+    currency: str | None = None
+    due_from: int | None = None
+    due_to: int | None = None
+    overdue_at: int | None = None  # unix time: open receivables due before it
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """Which receivables a caller may read: all of them, or those where its entity is a party."""
+
+    everything: bool = False
+    entity: int | None = None
+
+
+def _receivable_columns() -> list[Any]:
+    return [c for c in table_of(Receivable).c if c.name not in ("row_id",)]
+
+
+def _visible(visibility: Visibility) -> Any:
+    t = table_of(Receivable)
+    if visibility.everything:
+        return true()
+    if visibility.entity is None:
+        return false()
+    e = visibility.entity
+    held_before = (
+        select(table_of(Assignment).c.receivable_id)
+        .where(table_of(Assignment).c.to_entity == e)
+        .where(table_of(Assignment).c.receivable_id == t.c.id)
+        .exists()
+    )
+    return or_(t.c.debtor == e, t.c.creditor == e, t.c.holder == e, held_before)
+
+
+def list_receivables(
+    conn: Connection, flt: ReceivableFilter, visibility: Visibility, *, after_id: int = 0, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Current receivables matching ``flt`` that ``visibility`` allows, by id (stable cursor pagination)."""
+    t = table_of(Receivable)
+    stmt = select(*_receivable_columns()).where(t.c.valid_to.is_(None), t.c.id > after_id, _visible(visibility))
+    if flt.status is not None:
+        stmt = stmt.where(t.c.status == int(flt.status))
+    for column, value in (("debtor", flt.debtor), ("creditor", flt.creditor), ("holder", flt.holder)):
+        if value is not None:
+            stmt = stmt.where(t.c[column] == value)
+    if flt.currency is not None:
+        stmt = stmt.where(t.c.currency == flt.currency)
+    if flt.due_from is not None:
+        stmt = stmt.where(t.c.due_date >= flt.due_from)
+    if flt.due_to is not None:
+        stmt = stmt.where(t.c.due_date <= flt.due_to)
+    if flt.overdue_at is not None:
+        stmt = stmt.where(t.c.due_date < flt.overdue_at, t.c.status.in_([int(s) for s in OPEN_STATUSES]))
+    rows = conn.execute(stmt.order_by(t.c.id).limit(limit)).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def receivable_as_of(conn: Connection, receivable_id: int, block: int | None = None) -> dict[str, Any] | None:
+    """The receivable's row valid at ``block`` (current when None)."""
+    t = table_of(Receivable)
+    stmt = select(*_receivable_columns()).where(t.c.id == receivable_id)
+    if block is None:
+        stmt = stmt.where(t.c.valid_to.is_(None))
+    else:
+        stmt = stmt.where(t.c.valid_from <= block, or_(t.c.valid_to.is_(None), t.c.valid_to > block))
+    row = conn.execute(stmt).mappings().first()
+    return dict(row) if row else None
+
+
+def receivable_versions(conn: Connection, receivable_id: int) -> list[dict[str, Any]]:
+    t = table_of(Receivable)
+    rows = conn.execute(select(*_receivable_columns()).where(t.c.id == receivable_id).order_by(t.c.valid_from))
+    return [dict(r) for r in rows.mappings()]
+
+
+def assignments_of(conn: Connection, receivable_id: int) -> list[dict[str, Any]]:
+    t = table_of(Assignment)
+    rows = conn.execute(
+        select(t).where(t.c.receivable_id == receivable_id).order_by(t.c.block_number, t.c.log_index)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def payments_of(conn: Connection, receivable_id: int) -> list[dict[str, Any]]:
+    t = table_of(Payment)
+    rows = conn.execute(
+        select(t).where(t.c.receivable_id == receivable_id).order_by(t.c.block_number, t.c.log_index)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def children_of(conn: Connection, receivable_id: int) -> list[int]:
+    t = table_of(Receivable)
+    rows = conn.execute(select(t.c.id).where(t.c.parent_id == receivable_id, t.c.valid_to.is_(None)).order_by(t.c.id))
+    return [int(r[0]) for r in rows]
+
+
+def registrations_of_key(conn: Connection, invoice_key: bytes) -> list[dict[str, Any]]:
+    """Every registration (live or cancelled, current version) that ever held ``invoice_key``, oldest first."""
+    t = table_of(Receivable)
+    rows = conn.execute(
+        select(*_receivable_columns())
+        .where(t.c.invoice_key == invoice_key, t.c.valid_to.is_(None))
+        .order_by(t.c.registered_block, t.c.id)
+    ).mappings()
+    return [dict(r) for r in rows]
