@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     header_window: int = Field(default=256, ge=1, description="recent block headers kept for reorg checks")
     poll_interval: float = Field(default=0.1, gt=0, description="indexer polling interval in live mode, seconds")
     max_log_range: int = Field(default=50_000, ge=1, description="largest eth_getLogs block range")
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    public_url: str | None = Field(default=None, description="URL users sign in to; unset: http://api_host:api_port")
+    session_secret: str | None = Field(default=None, description="HMAC key of session tokens; unset: data_dir file")
+    operator_key: str | None = Field(default=None, description="key signing search certificates; unset: admin key")
+    rate_limit_per_minute: int = Field(default=1200, gt=0)
+    max_page_size: int = Field(default=200, gt=0)
+    max_body_bytes: int = Field(default=8_000_000, gt=0)
 
     @field_validator("rpc_url")
     @classmethod
@@ -62,6 +70,10 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("sqlite", "postgresql")):
             raise ValueError("database_url must be a sqlite:/// or postgresql:// URL")
         return value
+
+    @property
+    def api_url(self) -> str:
+        return self.public_url or f"http://{self.api_host}:{self.api_port}"
 
     @property
     def node_dir(self) -> Path:

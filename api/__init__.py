@@ -1,0 +1,1 @@
+"""The HTTP edge: a FastAPI app with thin routes over registry/ services."""
