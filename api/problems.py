@@ -95,11 +95,12 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """Decoded ABI values as JSON: bytes as 0x-hex, tuples as lists."""
     if isinstance(value, bytes):
         return "0x" + value.hex()
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
@@ -142,7 +143,7 @@ def registry_problem(request: Request, exc: RegistryError) -> JSONResponse:
             f"contract.{name}",
             str(exc),
             error=name,
-            fields={k: _jsonable(v) for k, v in exc.fields.items()},
+            fields={k: jsonable(v) for k, v in exc.fields.items()},
         )
     if isinstance(exc, InvalidInvoice):
         return problem_response(

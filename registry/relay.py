@@ -179,6 +179,20 @@ class Relayer:
             time.sleep(0.05)
 
 
+def request_json(request: SignedRequest) -> dict[str, Any]:
+    """The JSON form of a signed request (the inverse of :func:`parse_request`)."""
+    return {
+        "from": request.sender,
+        "to": request.to,
+        "value": request.value,
+        "gas": request.gas,
+        "nonce": request.nonce,
+        "deadline": request.deadline,
+        "data": "0x" + request.data.hex(),
+        "signature": "0x" + request.signature.hex(),
+    }
+
+
 def parse_request(body: dict[str, Any]) -> SignedRequest:
     """A :class:`SignedRequest` from JSON (hex strings for bytes), with every field type-checked."""
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import Connection
 
 from api.deps import PrincipalDep, ServicesDep
-from api.problems import Problem
+from api.problems import Problem, jsonable
 from api.schemas import (
     AsOf,
     AssignmentPublic,
@@ -504,7 +504,7 @@ def relay(action: str, body: SignedRequestCreate, services: ServicesDep, princip
     if outcome.result is not None:
         for e in outcome.result.events:
             events.append(
-                EventPublic(name=e.name, args={k: _jsonable(v) for k, v in e.args.items()}, log_index=e.log_index)
+                EventPublic(name=e.name, args={k: jsonable(v) for k, v in e.args.items()}, log_index=e.log_index)
             )
             if "id" in e.args and e.name.startswith("Receivable"):
                 touched.append(int(e.args["id"]))
@@ -519,7 +519,7 @@ def relay(action: str, body: SignedRequestCreate, services: ServicesDep, princip
                 {
                     "line": i,
                     "error": rejected[i].error_name,
-                    "fields": {k: _jsonable(v) for k, v in rejected[i].fields.items()},
+                    "fields": {k: jsonable(v) for k, v in rejected[i].fields.items()},
                 }
                 if i in rejected
                 else {"line": i, "id": next(accepted)}
@@ -544,14 +544,6 @@ def relay(action: str, body: SignedRequestCreate, services: ServicesDep, princip
         line_outcomes=lines,
         receivables=receivables,
     )
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return "0x" + value.hex()
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _make_action_route(action: str) -> None:

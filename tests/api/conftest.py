@@ -68,7 +68,9 @@ def login(api: TestClient) -> Login:
     def sign_in(account: LocalAccount) -> dict[str, str]:
         challenge = api.post("/auth/challenge", json={"address": account.address}).json()
         signature = account.sign_message(encode_defunct(text=challenge["message"])).signature
-        answer = api.post("/auth/session", json={"message": challenge["message"], "signature": "0x" + bytes(signature).hex()})
+        answer = api.post(
+            "/auth/session", json={"message": challenge["message"], "signature": "0x" + bytes(signature).hex()}
+        )
         assert answer.status_code == 200, answer.text
         return {"Authorization": f"Bearer {answer.json()['token']}"}
 

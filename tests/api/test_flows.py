@@ -6,6 +6,7 @@ from fastapi.testclient import TestClient
 
 from registry.chain.contract import RegistryClient
 from registry.demo import Consortium
+from registry.relay import request_json
 from tests.api.conftest import Login
 from tests.conftest import InvoiceFactory
 
@@ -30,16 +31,7 @@ def test_debtor_signs_in_and_confirms_through_a_relayed_signed_request(
     assert me["entity"] == debtor.entity and me["roles"] == ["debtor"]
 
     request = registry.sign_request(debtor.account, "confirm", rid, invoice.fingerprint)
-    body = {
-        "from": request.sender,
-        "to": request.to,
-        "value": request.value,
-        "gas": request.gas,
-        "nonce": request.nonce,
-        "deadline": request.deadline,
-        "data": "0x" + request.data.hex(),
-        "signature": "0x" + request.signature.hex(),
-    }
+    body = request_json(request)
     answer = api.post("/actions/confirm", json=body, headers=headers)
     assert answer.status_code == 200, answer.text
     assert answer.json()["receivables"][0]["status"] == "confirmed"
@@ -92,7 +84,9 @@ def test_factor_checks_an_invoice_and_learns_only_yes_no_and_status(
     assert result["as_of"]["block"] >= 1
 
 
-def test_bad_input_gets_a_problem_document_never_a_server_error(api: TestClient, login: Login, consortium: Consortium) -> None:
+def test_bad_input_gets_a_problem_document_never_a_server_error(
+    api: TestClient, login: Login, consortium: Consortium
+) -> None:
     headers = login(consortium.factors[0].account)
     answer = api.post("/checks", json={"invoice": {"debtor": "7"}}, headers=headers)
     assert answer.status_code == 422
