@@ -7,7 +7,10 @@ Guarantees (DESIGN.md "Indexer"):
 - reorgs are detected by comparing stored block hashes with the chain's and rolled back to the
   common ancestor; one deeper than the configured finality stops the indexer with a clear message;
 - every batch's ledger hash is checked against the contract's ``ledger()`` at the batch's end block
-  (pinned by block hash), so a mirror that missed or misread an event stops instead of serving it.
+  (pinned by block hash), so a mirror that missed or misread an event stops instead of serving it;
+- a batch's logs are only committed if the block that bounded the read (the head, or the target) still
+  has the hash it had before the logs were fetched: logs and headers then come from one fork;
+- an unreachable or rate-limiting node is waited out with exponential backoff (``outage_timeout``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from registry.chain.client import ChainClient
 from registry.chain.compiler import artifact
 from registry.chain.deployment import Deployment
 from registry.chain.rpc import NodeUnavailable, RpcError
-from registry.errors import RegistryError
+from registry.errors import ChainError, RegistryError
 from registry.indexer.projector import Batch, LedgerPosition, ledger_as_of, rollback_to, write_cursor
 from registry.store.db import WriterLock, migrate
 from registry.store.models import BlockHeader, Cursor, table_of
@@ -62,6 +65,12 @@ class IndexerConfig:
     initial_log_range: int = 2_000
     max_log_range: int = 50_000
     verify_ledger: bool = True
+    max_backoff: float = 5.0
+    """Longest wait between two attempts while the node is unreachable or rate-limiting."""
+    outage_timeout: float | None = 300.0
+    """Give up (re-raise) after the node has failed for this many seconds in a row; None: never."""
+    max_retries: int = 100
+    """Give up after this many consecutive ranges the chain changed under (a reorg storm)."""
 
 
 @dataclass(frozen=True)
@@ -72,46 +81,93 @@ class CursorState:
 
 
 class LogFetcher:
-    """``eth_getLogs`` over adaptive block ranges: grows on success, halves on a too-many-results
-    or range-limit error, backs off on rate limits and outages."""
+    """``eth_getLogs`` over adaptive block ranges: grows on success, halves on a too-many-results or
+    range-limit error (and on a timed-out request), backs off on rate limits and outages.
+
+    A refused range caps the growth just below it, and the span then grows halfway to the cap (a binary
+    search for the node's limit, instead of a refusal every other request); the cap is lifted after
+    ``PROBE_EVERY`` answered requests, since how many logs a range holds changes along the chain."""
+
+    PROBE_EVERY = 64
 
     def __init__(self, chain: ChainClient, address: str, initial: int, maximum: int) -> None:
         self.chain = chain
         self.address = address
         self.span = max(1, min(initial, maximum))
         self.maximum = maximum
+        self.ceiling: int | None = None  # the largest span not known to be refused
         self.max_backoff = 5.0
+        self.give_up_after = 10.0  # seconds of back-to-back rate limits or outage before re-raising
+        self._answered = 0
+
+    def _shrink(self, refused: int) -> None:
+        self.span = max(1, refused // 2)
+        self.ceiling = max(1, refused - 1)
+        self._answered = 0
 
     def fetch(self, start: int, end: int) -> tuple[list[dict[str, Any]], int]:
         """Logs of [start, last] for some start <= last <= end; returns (logs, last)."""
         backoff = 0.05
+        waited = 0.0
         while True:
             last = min(end, start + self.span - 1)
             try:
                 logs = self.chain.get_logs(self.address, start, last)
             except RpcError as exc:
-                if _is_rate_limit(exc):
+                if _is_rate_limit(exc) and waited < self.give_up_after:
                     time.sleep(backoff)
+                    waited += backoff
                     backoff = min(self.max_backoff, backoff * 2)
                     continue
-                if _is_too_large(exc) and last > start:
-                    self.span = max(1, (last - start + 1) // 2)
+                if _is_too_large(exc) and not _is_rate_limit(exc) and last > start:
+                    self._shrink(last - start + 1)
                     continue
                 raise
-            except NodeUnavailable:
-                time.sleep(backoff)
-                backoff = min(self.max_backoff, backoff * 2)
-                if backoff >= self.max_backoff:
+            except NodeUnavailable as exc:
+                if "timed out" in str(exc).lower() and last > start:
+                    self._shrink(last - start + 1)  # perhaps more than the node can answer in time: ask less
+                if waited >= self.give_up_after:
                     raise
+                time.sleep(backoff)
+                waited += backoff
+                backoff = min(self.max_backoff, backoff * 2)
                 continue
+            self._answered += 1
+            if self.ceiling is not None and self._answered >= self.PROBE_EVERY:
+                self.ceiling = None
             if last - start + 1 >= self.span and len(logs) < 10_000:
-                self.span = min(self.maximum, self.span * 2)
+                if self.ceiling is None:
+                    self.span = min(self.maximum, self.span * 2)
+                else:  # halfway to the smallest refused span: a binary search for the node's limit
+                    self.span = min(self.maximum, max(self.span, (self.span + self.ceiling + 1) // 2))
             return logs, last
 
 
 def _is_rate_limit(exc: RpcError) -> bool:
     text = exc.message.lower()
     return exc.code in (429, -32005, -32029) and ("rate" in text or "limit exceeded" in text or exc.code == 429)
+
+
+# Delays before re-reading a ledger() that disagrees with the mirror (see Indexer._verify_ledger).
+_LEDGER_REREADS = (0.02, 0.1, 0.3, 1.0)
+
+_TRANSIENT = ("header not found", "block not found", "unknown block", "timeout", "timed out", "busy", "try again")
+
+
+def _is_transient(exc: ChainError) -> bool:
+    """An outage or a refusal worth waiting out: unreachable node, rate limit, block not there yet."""
+    if isinstance(exc, NodeUnavailable):
+        return True
+    if isinstance(exc, RpcError):
+        return exc.code != -32601 and (_is_rate_limit(exc) or any(s in exc.message.lower() for s in _TRANSIENT))
+    return False
+
+
+def _is_missing_block(exc: RpcError) -> bool:
+    """The block a call was pinned to is unknown (reorganised away): Anvil says "Resource not found"
+    (-32001), geth "header not found", others "unknown block"."""
+    text = exc.message.lower()
+    return exc.code != -32601 and (exc.code == -32001 or "not found" in text or "unknown block" in text)
 
 
 def _is_too_large(exc: RpcError) -> bool:
@@ -139,18 +195,22 @@ class Indexer:
         self.config = config or IndexerConfig()
         self.abi = ContractAbi(artifact("ReceivableRegistry").abi)
         self.fetcher = LogFetcher(chain, deployment.registry, self.config.initial_log_range, self.config.max_log_range)
+        self.fetcher.max_backoff = self.config.max_backoff
         self.lock = WriterLock(engine)
         self.on_batch = on_batch
         self._stop = threading.Event()
         self._started = False
+        self._target: int | None = None  # index no further than this block (None: the chain's head)
+        self._caught_up = False  # whether the last step found the cursor at the head (or target)
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Migrate, take the writer lock, check the chain is the one indexed so far."""
-        migrate(self.engine)
+        """Take the writer lock, migrate, check the chain is the one indexed so far. The lock comes first:
+        a second indexer fails fast without touching the schema."""
         self.lock.acquire()
         try:
+            migrate(self.engine)
             self._check_identity()
         except BaseException:
             self.lock.release()
@@ -175,19 +235,30 @@ class Indexer:
         """Backfill, then follow the chain until :meth:`stop` (or until ``until_block`` is indexed)."""
         if not self._started:
             self.start()
-        while not self._stop.is_set():
-            advanced = self.step()
-            if until_block is not None and self.cursor().block_number >= until_block:
-                return
-            if advanced == 0:
-                self._stop.wait(self.config.poll_interval)
+        self._target = until_block
+        try:
+            while not self._stop.is_set():
+                advanced = self.step()
+                if until_block is not None and self.cursor().block_number >= until_block:
+                    return
+                if advanced == 0 and self._caught_up:
+                    self._stop.wait(self.config.poll_interval)
+        finally:
+            self._target = None
 
-    def sync(self) -> int:
-        """Index up to the chain's current head; returns the cursor block."""
+    def sync(self, until_block: int | None = None) -> int:
+        """Index up to the chain's current head (or ``until_block``, if lower), rolling back any reorg
+        found on the way; returns the cursor block."""
         if not self._started:
             self.start()
-        while self.step() > 0:
-            pass
+        self._target = until_block
+        try:
+            while not self._stop.is_set():
+                self.step()
+                if self._caught_up:
+                    break
+        finally:
+            self._target = None
         return self.cursor().block_number
 
     # ------------------------------------------------------------------ cursor
@@ -223,31 +294,69 @@ class Indexer:
     # ------------------------------------------------------------------ one step
 
     def step(self) -> int:
-        """Index one range of blocks; returns how many blocks the cursor advanced (0: caught up)."""
-        try:
-            return self._step()
-        except Retry:
-            return 0
+        """Index one range of blocks; returns how many blocks the cursor advanced (0: caught up, or
+        stopped). A reorg is rolled back first and the blocks after the common ancestor indexed in the
+        same step; a range the chain changed under is read again; an unreachable or rate-limiting node
+        is waited out with exponential backoff, up to ``outage_timeout``."""
+        backoff = 0.05
+        failing_since: float | None = None
+        retries = 0
+        while not self._stop.is_set():
+            try:
+                return self._step()
+            except Retry:
+                retries += 1
+                if retries > self.config.max_retries:
+                    raise IndexerError(
+                        f"the chain changed under {retries} consecutive reads: stopping; is the node reorganising "
+                        "continuously?"
+                    ) from None
+                log.info("the chain changed while a range was read; reading it again")
+                self._stop.wait(min(1.0, 0.01 * retries))
+            except ChainError as exc:
+                if not _is_transient(exc):
+                    raise
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                timeout = self.config.outage_timeout
+                if timeout is not None and now - failing_since > timeout:
+                    raise
+                log.warning("node unavailable (%s); retrying in %.2fs", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(self.config.max_backoff, backoff * 2)
+        return 0
 
     def _step(self) -> int:
+        self._caught_up = False
         cursor = self.cursor()
-        tip = self.chain.block_number()
-        if cursor.block_hash and cursor.block_number <= tip:
-            chain_hash = self._hashes([cursor.block_number])[cursor.block_number]
-            if chain_hash != cursor.block_hash:
+        head = self._header("latest")
+        tip = int(head["number"], 16)
+        if cursor.block_hash:
+            if cursor.block_number > tip:
+                # The chain is shorter than the mirror: a rollback on the node.
                 self._handle_reorg(cursor)
-                return 0
-        elif cursor.block_hash and cursor.block_number > tip:
-            # The chain is shorter than the mirror: a rollback on the node.
-            self._handle_reorg(cursor)
+                cursor = self.cursor()
+            else:
+                at_cursor = head if cursor.block_number == tip else self._header(cursor.block_number)
+                if at_cursor["hash"] != cursor.block_hash:
+                    self._handle_reorg(cursor)
+                    cursor = self.cursor()
+        end = tip if self._target is None else min(tip, self._target)
+        if cursor.block_number >= end:
+            self._caught_up = True
             return 0
-        if cursor.block_number >= tip:
-            return 0
+        # The block that bounds this read, pinned by hash before the logs are fetched: if it still has this
+        # hash afterwards, the logs and the headers below come from the same fork. (Without the pin, a reorg
+        # between the two reads that only replaced blocks without registry logs would go unnoticed, and the
+        # new blocks' logs would be skipped for good.)
+        pin = head if end == tip else self._header(end)
         start = cursor.block_number + 1
-        logs, last = self.fetcher.fetch(start, tip)
-        headers = self._headers_for(start, last, tip, logs)
+        logs, last = self.fetcher.fetch(start, end)
+        headers = self._headers_for(start, last, end, logs)
+        if headers[end]["hash"] != pin["hash"]:
+            raise Retry  # the chain changed while the logs were read
         if cursor.block_hash and headers[start]["parentHash"] != cursor.block_hash:
-            raise Retry  # reorg between the cursor check and now; detected on the next step
+            raise Retry  # reorg between the cursor check and now; detected on the next attempt
         for entry in logs:
             if headers[int(entry["blockNumber"], 16)]["hash"] != entry["blockHash"]:
                 raise Retry
@@ -274,9 +383,17 @@ class Indexer:
                     "ledger_count": ledger.count,
                 },
             )
+        self._caught_up = last >= end
         if self.on_batch is not None:
             self.on_batch(last, len(events))
         return last - cursor.block_number
+
+    def _header(self, block: int | str) -> dict[str, Any]:
+        """One block header; :class:`Retry` if the block is not (or no longer) there."""
+        answer = self.chain.rpc.call("eth_getBlockByNumber", [hex(block) if isinstance(block, int) else block, False])
+        if answer is None:
+            raise Retry
+        return dict(answer)
 
     def _hashes(self, numbers: list[int]) -> dict[int, str | None]:
         answers = self.chain.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
@@ -288,9 +405,9 @@ class Indexer:
         return out
 
     def _headers_for(self, start: int, last: int, tip: int, logs: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-        """Headers of: the first and last block of the range, blocks with logs, and every block of the
-        range that lies within the reorg window of the tip (dense there, sparse further back)."""
-        numbers = {start, last} | {int(entry["blockNumber"], 16) for entry in logs}
+        """Headers of: the first and last block of the range, blocks with logs, every block of the range
+        that lies within the reorg window of the tip (dense there, sparse further back), and the tip."""
+        numbers = {start, last, tip} | {int(entry["blockNumber"], 16) for entry in logs}
         dense_from = max(start, tip - self.config.header_window + 1)
         numbers.update(range(dense_from, last + 1))
         ordered = sorted(numbers)
@@ -322,25 +439,39 @@ class Indexer:
                     "timestamp": int(h["timestamp"], 16),
                 }
                 for n, h in headers.items()
+                if n <= last  # headers beyond the range (the pinned tip) are stored by a later batch
             ],
         )
         keep_from = last - self.config.header_window
         conn.execute(delete(table).where(table.c.number < keep_from))
 
     def _verify_ledger(self, ledger: LedgerPosition, block_hash: str) -> None:
-        data = self.abi.encode_call("ledger", ())
-        try:
-            result = self.chain.rpc.call(
-                "eth_call", [{"to": self.deployment.registry, "data": "0x" + data.hex()}, {"blockHash": block_hash}]
-            )
-        except RpcError as exc:
-            raise Retry from exc  # the block is gone (reorg): retry the range
-        head, count = self.abi.decode_output("ledger", bytes.fromhex(result[2:]))
-        if head != ledger.head or count != ledger.count:
-            raise LedgerMismatch(
-                f"mirror ledger ({ledger.count} events, head 0x{ledger.head.hex()}) differs from the contract's "
-                f"({count} events, head 0x{head.hex()}) at block {block_hash}: refusing to serve a divergent mirror"
-            )
+        """The contract's ``ledger()`` at ``block_hash`` must equal the mirror's. A disagreement is read
+        again a few times before it counts: Anvil answers calls pinned to the block it has just mined
+        from an unsettled state for a few milliseconds while it mines the next one (measured: about one
+        call in ten under a steady write load), which is no divergence of the mirror."""
+        data = "0x" + self.abi.encode_call("ledger", ()).hex()
+        for delay in (*_LEDGER_REREADS, None):
+            try:
+                result = self.chain.rpc.call(
+                    "eth_call", [{"to": self.deployment.registry, "data": data}, {"blockHash": block_hash}]
+                )
+            except RpcError as exc:
+                if _is_missing_block(exc):
+                    raise Retry from exc  # the block is gone (reorg): retry the range
+                raise
+            head, count = self.abi.decode_output("ledger", bytes.fromhex(result[2:]))
+            if head == ledger.head and count == ledger.count:
+                return
+            if delay is not None:
+                log.info(
+                    "ledger() at %s disagrees (%d vs %d events); reading it again", block_hash, count, ledger.count
+                )
+                time.sleep(delay)
+        raise LedgerMismatch(
+            f"mirror ledger ({ledger.count} events, head 0x{ledger.head.hex()}) differs from the contract's "
+            f"({count} events, head 0x{head.hex()}) at block {block_hash}: refusing to serve a divergent mirror"
+        )
 
     # ------------------------------------------------------------------ reorgs
 
@@ -381,7 +512,10 @@ class Indexer:
             if ancestor < self.deployment.deploy_block:
                 conn.execute(delete(table_of(Cursor)))
                 return
-            header = conn.execute(select(BlockHeader).where(BlockHeader.number == ancestor)).scalar_one()
+            # Core rows, not ORM objects: ``select(BlockHeader)`` on a Connection yields the first column.
+            header = conn.execute(
+                select(BlockHeader.hash, BlockHeader.timestamp).where(BlockHeader.number == ancestor)
+            ).one()
             write_cursor(
                 conn,
                 {

@@ -58,8 +58,13 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def migrate(engine: Engine) -> None:
-    """Brings the schema to the newest migration (idempotent)."""
+    """Brings the schema to the newest migration (idempotent), in one transaction: a crash mid-way
+    leaves the schema as it was. (Python's sqlite3 driver commits each DDL statement on its own unless
+    a transaction was begun explicitly; a kill -9 mid-migration then left a half-built schema that
+    the next start could not migrate.)"""
     with engine.begin() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN")
         command.upgrade(alembic_config(connection), "head")
 
 
