@@ -75,6 +75,15 @@ def compiler_version() -> str:
     return out.stdout.strip().splitlines()[-1].removeprefix("Version: ")
 
 
+@cache
+def compiler_package_version() -> str:
+    """The pinned npm compiler's package version, read from its package.json: enough for the cache
+    key, and free (asking the wasm compiler itself costs seconds of Node start-up)."""
+    _require_toolchain()
+    package = json.loads((NODE_PROJECT / "node_modules" / "solc" / "package.json").read_text())
+    return str(package["version"])
+
+
 def _require_toolchain() -> None:
     if not (NODE_PROJECT / "node_modules" / "solc").is_dir():
         raise ToolchainError("the Solidity compiler is not installed: run `npm ci` in hardhat-net/ (make bootstrap)")
@@ -83,7 +92,7 @@ def _require_toolchain() -> None:
 def source_hash() -> str:
     """Hash of every source file, the compiler version and the settings: the cache key."""
     h = hashlib.sha256()
-    h.update(compiler_version().encode())
+    h.update(compiler_package_version().encode())
     h.update(json.dumps(COMPILER_SETTINGS, sort_keys=True).encode())
     for name, text in _sources().items():
         h.update(name.encode() + b"\0" + text.encode() + b"\0")
