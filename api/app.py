@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from api import problems
 from api.deps import RateLimiter, Services
-from api.routes import core
+from api.routes import core, reports
 from registry.auth import AuthService
 from registry.chain.client import ChainClient
 from registry.chain.contract import RegistryClient
@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return response
 
     app.include_router(core.router)
+    app.include_router(reports.router)
 
     @app.get("/", include_in_schema=False)
     def root() -> JSONResponse:

@@ -15,6 +15,21 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ProblemPublic(BaseModel):
+    """An error as RFC 9457 problem+json (``application/problem+json``), with a stable machine ``code``."""
+
+    type: str
+    title: str
+    status: int
+    code: str = Field(description="stable machine code, e.g. validation_error, contract.InvoiceKeyTaken")
+    detail: str
+    instance: str
+    request_id: str | None
+    errors: list[dict[str, Any]] | None = Field(default=None, description="validation errors, by field")
+    error: str | None = Field(default=None, description="contract errors: the Solidity error's name")
+    fields: dict[str, Any] | None = Field(default=None, description="contract errors: the error's fields")
+
+
 class AsOf(BaseModel):
     """Which block an answer is as of, and how stale the mirror is."""
 
@@ -39,7 +54,7 @@ class ChallengePublic(BaseModel):
 
 class SessionCreate(Strict):
     message: str = Field(max_length=4000)
-    signature: str = Field(pattern=HEX, max_length=200)
+    signature: str = Field(pattern=r"^0x(?:[0-9a-fA-F]{2})+$", max_length=200)
 
 
 class PrincipalPublic(BaseModel):
@@ -243,3 +258,119 @@ class HealthPublic(BaseModel):
     indexed_block: int | None
     lag_blocks: int | None
     as_of: AsOf | None
+
+
+# ---------------------------------------------------------------------------------------- reports
+
+
+class CertificateCreate(Strict):
+    """Exactly one of ``invoice_key`` and ``fingerprint``."""
+
+    invoice_key: str | None = Field(default=None, pattern=HEX32)
+    fingerprint: str | None = Field(default=None, pattern=HEX32)
+
+
+class CertificateParties(BaseModel):
+    creditor: int
+    debtor: int
+    holder: int
+
+
+class CertificateRegistration(BaseModel):
+    id: int
+    status: str
+    live: bool = Field(description="false for a cancelled registration (it no longer holds the invoice)")
+    registered_block: int
+    financed: bool
+    assignments: int = Field(description="assignments registered as of the certificate's block")
+    parts: list[int] = Field(description="split parts (any depth) of a split registration")
+    supersedes: int | None
+    parties: CertificateParties | None = Field(description="only when the requester may read the registration")
+
+
+class CertificateQueryPublic(BaseModel):
+    invoice_key: str | None
+    fingerprint: str | None
+
+
+class CertificateAsOf(BaseModel):
+    block: int
+    block_hash: str
+    block_timestamp: int
+    ledger_head: str = Field(description="the contract's ledger hash after the events up to this block")
+    ledger_count: int
+
+
+class CertificateChain(BaseModel):
+    chain_id: int
+    registry: str
+
+
+class CertificateIssuedTo(BaseModel):
+    address: str
+    entity: int | None
+
+
+class CertificateBody(BaseModel):
+    type: str
+    version: int
+    query: CertificateQueryPublic
+    statement: str
+    registered: bool
+    financed: bool
+    registrations: list[CertificateRegistration]
+    as_of: CertificateAsOf
+    chain: CertificateChain
+    issued_to: CertificateIssuedTo
+    issued_at: int
+    issuer: str
+
+
+class CertificatePublic(BaseModel):
+    """A search certificate: ``signature`` is EIP-191 personal_sign by ``certificate.issuer`` over
+    ``digest`` = keccak256 of the canonical JSON of ``certificate`` (sorted keys, no whitespace).
+    Verify offline with ``registry audit certificate verify FILE --issuer ADDRESS``."""
+
+    certificate: CertificateBody
+    digest: str
+    signature: str
+
+
+class AgeingBucketPublic(BaseModel):
+    currency: str
+    bucket: str = Field(description="current, 1-30, 31-60, 61-90 or >90 days overdue")
+    count: int
+    unpaid: int = Field(description="minor units of the currency")
+
+
+class AgeingPublic(BaseModel):
+    at: int = Field(description="the unix time ageing is measured at: the as-of block's timestamp")
+    buckets: list[AgeingBucketPublic]
+    as_of: AsOf
+
+
+class ExposurePublicRow(BaseModel):
+    entity: int
+    currency: str
+    count: int
+    unpaid: int = Field(description="minor units of the currency")
+
+
+class ExposurePublic(BaseModel):
+    by_debtor: list[ExposurePublicRow] = Field(description="unpaid of open receivables owed by each debtor")
+    by_factor: list[ExposurePublicRow] = Field(description="unpaid of open receivables held by each factor")
+    as_of: AsOf
+
+
+class VolumePeriodPublic(BaseModel):
+    start: str = Field(description="the period's first day, YYYY-MM-DD (UTC)")
+    start_timestamp: int
+    first_block: int = Field(description="the period's first block (beyond the as-of block: none yet)")
+    counts: dict[str, int] = Field(description="transitions into each status during the period")
+    total: int
+
+
+class VolumesPublic(BaseModel):
+    period: str
+    periods: list[VolumePeriodPublic]
+    as_of: AsOf

@@ -243,6 +243,7 @@ def up(
     node = _local_node(settings, block_time=0)
     indexer: Indexer | None = None
     indexing: threading.Thread | None = None
+    api: _ApiServer | None = None
     with _errors():
         node.start()
     try:
@@ -262,6 +263,7 @@ def up(
             interval = settings.block_time if block_time is None else block_time
             if interval > 0 and settings.node == "anvil":
                 chain.rpc.call("evm_setIntervalMining", [max(1, round(interval))])
+        api = _ApiServer.start(settings, node.url)
         console.rule("[bold]Receivables registry is up")
         console.print(
             f"node      {settings.node} at {node.url} (pid {node.pid}), chain {deployment.chain_id}, "
@@ -280,12 +282,17 @@ def up(
             f"ledger    {client.receivable_count()} receivables {counts}; "
             f"{'seeded now' if seeded else 'kept from last run'}"
         )
+        console.print(
+            f"api       {api.url} (docs {api.url}/docs)" if api.url else f"api       not started: {api.error}"
+        )
         _print_consortium(consortium)
         if exit_after_seed:
             return
         console.print("Press Ctrl-C to stop; the next `make up` resumes where this one stopped.")
         _wait_for_interrupt()
     finally:
+        if api is not None:
+            api.stop()
         if indexer is not None:
             indexer.stop()
             if indexing is not None:
@@ -293,6 +300,70 @@ def up(
             indexer.close()
         node.stop()
         console.print("stopped")
+
+
+# ---------------------------------------------------------------------------------------- api
+
+
+class _ApiServer:
+    """The HTTP API on a background thread (uvicorn), for `registry up`."""
+
+    def __init__(self, server: Any, thread: threading.Thread | None, url: str | None, error: str | None) -> None:
+        self.server, self.thread, self.url, self.error = server, thread, url, error
+
+    @classmethod
+    def start(cls, settings: Settings, rpc_url: str, timeout: float = 30.0) -> _ApiServer:
+        """Starts it on settings.api_host:api_port (0: a free port); a failure is reported, not fatal."""
+        import socket
+
+        import uvicorn
+
+        from api.app import create_app
+
+        port = settings.api_port
+        if port == 0:
+            with socket.socket() as probe:
+                probe.bind((settings.api_host, 0))
+                port = int(probe.getsockname()[1])
+        api_settings = settings.model_copy(update={"rpc_url": rpc_url, "api_port": port})
+        try:
+            application = create_app(api_settings)
+        except RegistryError as exc:
+            return cls(None, None, None, f"{type(exc).__name__}: {exc}")
+        server = uvicorn.Server(uvicorn.Config(application, host=settings.api_host, port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, name="api", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not server.started:
+            server.should_exit = True
+            return cls(None, None, None, f"could not listen on {settings.api_host}:{port} (set REGISTRY_API_PORT)")
+        return cls(server, thread, f"http://{settings.api_host}:{port}", None)
+
+    def stop(self) -> None:
+        if self.server is not None and self.thread is not None:
+            self.server.should_exit = True
+            self.thread.join(10)
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="interface (default: settings api_host)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: settings api_port)")] = None,
+) -> None:
+    """Run the HTTP API (uvicorn) over the configured node, deployment and mirror; Ctrl-C stops."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = get_settings()
+    update: dict[str, Any] = {k: v for k, v in (("api_host", host), ("api_port", port)) if v is not None}
+    settings = settings.model_copy(update=update) if update else settings
+    with _errors():
+        application = create_app(settings)
+    console.print(f"API at {settings.api_url} (docs {settings.api_url}/docs); Ctrl-C stops")
+    uvicorn.run(application, host=settings.api_host, port=settings.api_port, log_level="info")
 
 
 def _wait_for_interrupt() -> None:
@@ -353,6 +424,69 @@ def audit_verify(
         result.write_json(Path(json_path))
         console.print(f"full result written to {json_path}")
     raise typer.Exit(0 if result.agrees else 1)
+
+
+certificate_app = typer.Typer(help="Search certificates issued by the API.", no_args_is_help=True)
+audit_app.add_typer(certificate_app, name="certificate")
+
+
+@certificate_app.command("verify")
+def certificate_verify(
+    path: Annotated[str, typer.Argument(metavar="FILE", help="the certificate JSON (the body of POST /certificates)")],
+    issuer: Annotated[
+        str | None, typer.Option("--issuer", help="the registry operator's address the signature must be by")
+    ] = None,
+    rpc_url: Annotated[
+        str | None, typer.Option("--rpc-url", help="also check the block hash and ledger head on this node")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Verify a search certificate offline: canonical form, digest, EIP-191 signature by its issuer (and
+    by --issuer). With --rpc-url, also that the chain has that block hash and ledger head at that block.
+    Exit 0: valid; 1: invalid (altered, wrong signer, chain disagrees); 2: unreadable or no node."""
+    from pathlib import Path
+
+    from registry.certificates import CertificateInvalid, check_against_chain, load_certificate, verify_certificate
+
+    try:
+        verified = verify_certificate(load_certificate(Path(path)), issuer=issuer)
+    except CertificateInvalid as exc:
+        raise _fail(f"certificate invalid ({exc.reason}): {exc}", 2 if exc.reason == "malformed" else 1) from None
+    problems: list[str] = []
+    if rpc_url:
+        try:
+            problems = check_against_chain(verified, rpc_url)
+        except RegistryError as exc:
+            raise _fail(f"cannot check against the chain: {exc}", 2) from None
+    summary = {
+        "valid": not problems,
+        "issuer": verified.issuer,
+        "block": verified.block,
+        "block_hash": verified.block_hash,
+        "ledger_head": verified.ledger_head,
+        "ledger_count": verified.ledger_count,
+        "chain_id": verified.chain_id,
+        "registry": verified.registry,
+        "issued_at": verified.issued_at,
+        "registrations": verified.registrations,
+        "statement": verified.statement,
+        "checked_on_chain": bool(rpc_url),
+        "problems": problems,
+    }
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        console.print(
+            f"signature valid: issued by {verified.issuer}" + ("" if issuer else " (pass --issuer to pin it)")
+        )
+        console.print(f"as of block {verified.block} ({verified.block_hash}) on chain {verified.chain_id}")
+        console.print(f"ledger head {verified.ledger_head} after {verified.ledger_count} events")
+        console.print(verified.statement)
+        if rpc_url:
+            console.print("chain agrees" if not problems else "[bold red]chain disagrees:[/]")
+        for problem in problems:
+            console.print(f"  - {problem}")
+    raise typer.Exit(1 if problems else 0)
 
 
 def main() -> None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import time
+import dataclasses
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import Connection
 
 from api.deps import PrincipalDep, ServicesDep
-from api.problems import Problem, jsonable
+from api.problems import Problem, jsonable, problem_responses
 from api.schemas import (
     AsOf,
     AssignmentPublic,
@@ -46,7 +46,9 @@ from registry.relay import parse_request
 from registry.store import queries
 from registry.store.queries import ReceivableFilter, Visibility
 
-router = APIRouter()
+# Every route may answer these as problem+json: not signed in, invalid input, rate limited, mirror or node
+# unavailable; routes add their own below.
+router = APIRouter(responses=problem_responses(401, 422, 429, 503))
 
 ID = Annotated[int, Path(ge=1, lt=2**63, description="receivable id")]
 
@@ -152,7 +154,12 @@ def health(services: ServicesDep) -> HealthPublic:
     return HealthPublic(status="ok", chain_block=chain_block, indexed_block=indexed, lag_blocks=lag, as_of=stamp)
 
 
-@router.get("/ready", response_model=HealthPublic, tags=["health"], responses={503: {"description": "not ready"}})
+@router.get(
+    "/ready",
+    response_model=HealthPublic,
+    tags=["health"],
+    responses={503: {"model": HealthPublic, "description": "not ready (as JSON, like 200)"}},
+)
 def ready(services: ServicesDep, response: Response) -> HealthPublic:
     """Ready only when the node answers and the mirror is caught up (within 2 blocks)."""
     report = health(services)
@@ -176,7 +183,7 @@ def challenge(body: ChallengeCreate, services: ServicesDep) -> ChallengePublic:
     return ChallengePublic(nonce=c.nonce, message=c.message, expires_at=c.expires_at)
 
 
-@router.post("/auth/session", response_model=SessionPublic, tags=["auth"], responses={401: {"description": "refused"}})
+@router.post("/auth/session", response_model=SessionPublic, tags=["auth"])
 def session(body: SessionCreate, services: ServicesDep) -> SessionPublic:
     """Exchange a signed sign-in message for a short-lived session token bound to the address."""
     token, principal = services.auth.login(body.message, bytes.fromhex(body.signature[2:]))
@@ -206,7 +213,9 @@ def list_receivables(
     currency: Annotated[str | None, Query(min_length=3, max_length=3)] = None,
     due_from: Annotated[int | None, Query(ge=0, lt=2**32)] = None,
     due_to: Annotated[int | None, Query(ge=0, lt=2**32)] = None,
-    overdue: bool = False,
+    overdue: Annotated[
+        bool, Query(description="open receivables past their due date at the as-of block's time (the chain's clock)")
+    ] = False,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> ReceivablePage:
@@ -228,10 +237,12 @@ def list_receivables(
         currency=currency.upper() if currency else None,
         due_from=due_from,
         due_to=due_to,
-        overdue_at=int(time.time()) if overdue else None,
     )
     with services.engine.connect() as conn:
         stamp = as_of(conn)
+        if overdue:
+            # The contract's clock (declareDefault's NotYetDue), as /stats/ageing: the answer's block time.
+            flt = dataclasses.replace(flt, overdue_at=stamp.block_timestamp)
         rows = queries.list_receivables(conn, flt, visibility(principal), after_id=int(cursor or 0), limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
@@ -242,7 +253,12 @@ def list_receivables(
     )
 
 
-@router.get("/receivables/{receivable_id}", response_model=ReceivableDetail, tags=["receivables"])
+@router.get(
+    "/receivables/{receivable_id}",
+    response_model=ReceivableDetail,
+    tags=["receivables"],
+    responses=problem_responses(404),
+)
 def get_receivable(
     receivable_id: ID,
     services: ServicesDep,
@@ -283,7 +299,12 @@ def get_receivable(
     )
 
 
-@router.get("/receivables/{receivable_id}/payee", response_model=PayeePublic, tags=["receivables"])
+@router.get(
+    "/receivables/{receivable_id}/payee",
+    response_model=PayeePublic,
+    tags=["receivables"],
+    responses=problem_responses(404),
+)
 def payee_of_record(receivable_id: ID, services: ServicesDep, principal: PrincipalDep) -> PayeePublic:
     """Whom the debtor must pay now to be discharged, and why (the chain of assignments = notices)."""
     with services.engine.connect() as conn:
@@ -310,7 +331,9 @@ def payee_of_record(receivable_id: ID, services: ServicesDep, principal: Princip
     )
 
 
-@router.get("/priority/{invoice_key}", response_model=PriorityPublic, tags=["receivables"])
+@router.get(
+    "/priority/{invoice_key}", response_model=PriorityPublic, tags=["receivables"], responses=problem_responses(404)
+)
 def priority(
     invoice_key: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$")], services: ServicesDep, principal: PrincipalDep
 ) -> PriorityPublic:
@@ -372,7 +395,7 @@ def _invoice(fields: InvoiceFields) -> Invoice:
 def check_public(result: CheckResult) -> CheckPublic:
     parties = None
     if result.parties is not None:
-        parties = {k: v for k, v in vars(result.parties).items()}
+        parties = dataclasses.asdict(result.parties)  # a slots dataclass: no __dict__ for vars()
     return CheckPublic(
         registered=result.registered,
         status=result.status.name.lower(),
@@ -396,7 +419,7 @@ def check_public(result: CheckResult) -> CheckPublic:
     )
 
 
-@router.post("/checks", response_model=CheckPublic, tags=["checks"])
+@router.post("/checks", response_model=CheckPublic, tags=["checks"], responses=problem_responses(413))
 def check(body: CheckCreate, services: ServicesDep, principal: PrincipalDep) -> CheckPublic:
     """Is this invoice already registered, in which state, is it financed? Plus near-duplicate flags.
     Give the invoice's fields, or its invoice key, or its fingerprint."""
@@ -415,7 +438,7 @@ def check(body: CheckCreate, services: ServicesDep, principal: PrincipalDep) -> 
     return check_public(result)
 
 
-@router.post("/checks/bulk", response_model=BulkCheckPublic, tags=["checks"])
+@router.post("/checks/bulk", response_model=BulkCheckPublic, tags=["checks"], responses=problem_responses(413))
 def bulk_check(body: BulkCheckCreate, services: ServicesDep, principal: PrincipalDep) -> BulkCheckPublic:
     """Thousands of invoices in one call; a malformed line is reported on its own line."""
     viewer = None if principal.has("auditor") else principal.entity
@@ -562,12 +585,7 @@ def _make_action_route(action: str) -> None:
         methods=["POST"],
         response_model=RelayPublic,
         tags=["actions"],
-        responses={
-            401: {"description": "not signed in"},
-            403: {"description": "not entitled"},
-            409: {"description": "state conflict"},
-            422: {"description": "invalid"},
-        },
+        responses=problem_responses(403, 409, 413),
     )
 
 
