@@ -37,17 +37,13 @@ from sqlalchemy.engine import Connection
 
 from registry.auth import Principal
 from registry.checks import MirrorNotReady
-from registry.domain import Status
+from registry.domain import Status, is_financed
 from registry.errors import RegistryError
 from registry.siwe import SECP256K1_N
 from registry.store.models import Assignment, Cursor, Receivable, table_of
 
 CERTIFICATE_TYPE: Final = "receivables-registry/search-certificate"
 CERTIFICATE_VERSION: Final = 1
-
-# The statuses in which a registration that was ever assigned backs (or backed) a financing: the
-# rule of registry.checks ("financed"), applied here as of the certificate's block.
-_PAID_OR_CLOSED: Final = frozenset({Status.PARTIALLY_PAID, Status.SETTLED, Status.DEFAULTED, Status.WRITTEN_OFF})
 
 
 class CertificateInvalid(RegistryError):
@@ -138,12 +134,9 @@ def search(
             assignees[int(receivable_id)].append(int(to_entity))
 
     def financed(row: Mapping[str, Any], lineage_parts: list[dict[str, Any]]) -> bool:
-        status = Status(row["status"])
-        return (
-            status is Status.ASSIGNED
-            or row["holder"] != row["creditor"]
-            or (status in _PAID_OR_CLOSED and bool(assignees[row["id"]]))
-            or (status is Status.SPLIT and any(financed(p, []) or assignees[p["id"]] for p in lineage_parts))
+        parts_financed = any(financed(p, []) or assignees[p["id"]] for p in lineage_parts)
+        return is_financed(
+            Status(row["status"]), row["holder"], row["creditor"], bool(assignees[row["id"]]), parts_financed
         )
 
     registrations = []

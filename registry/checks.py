@@ -132,7 +132,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
-from registry.domain import Status
+from registry.domain import Status, is_financed
 from registry.errors import RegistryError
 from registry.invoice import FINGERPRINT_TYPEHASH, INVOICE_KEY_TYPEHASH, ZERO_HASH, Invoice
 from registry.store.models import Assignment, Cursor, Receivable, table_of
@@ -436,7 +436,6 @@ _PART_ASSIGNMENT = _A.alias("part_assignment")
 _CURSOR_ID: Final = 1  # the projector keeps the one cursor row at id 1
 
 _CANCELLED: Final = int(Status.CANCELLED)
-_PAID_OR_CLOSED: Final = frozenset({Status.PARTIALLY_PAID, Status.SETTLED, Status.DEFAULTED, Status.WRITTEN_OFF})
 
 _EXACT_CHUNK: Final = 4_000  # lines per exact statement (two parameters each)
 _NEAR_PARAMS: Final = 20_000  # parameters per near-duplicate statement (SQLite allows 32,766)
@@ -651,12 +650,7 @@ class _Match:
 
     @property
     def financed(self) -> bool:
-        return (
-            self.status is Status.ASSIGNED
-            or self.holder != self.creditor
-            or (self.status in _PAID_OR_CLOSED and self.was_assigned)
-            or (self.status is Status.SPLIT and self.parts_financed)
-        )
+        return is_financed(self.status, self.holder, self.creditor, self.was_assigned, self.parts_financed)
 
     def parties_for(self, viewer: int | None) -> Parties | None:
         if viewer is None or viewer not in (self.creditor, self.debtor, self.holder):

@@ -38,6 +38,21 @@ class Status(IntEnum):
 
 TERMINAL_STATUSES = frozenset({Status.SETTLED, Status.CANCELLED, Status.WRITTEN_OFF, Status.SPLIT})
 
+# Statuses in which a registration that was ever assigned backs (or backed) a financing.
+PAID_OR_CLOSED_STATUSES = frozenset({Status.PARTIALLY_PAID, Status.SETTLED, Status.DEFAULTED, Status.WRITTEN_OFF})
+
+
+def is_financed(status: Status, holder: int, creditor: int, was_assigned: bool, parts_financed: bool = False) -> bool:
+    """Whether a registration backs a financing: assigned now; held by someone other than its
+    creditor; paid or closed after an assignment; or split with a financed part. A receivable bought
+    back under recourse (held by its creditor again, confirmed) is not financed."""
+    return (
+        status is Status.ASSIGNED
+        or holder != creditor
+        or (status in PAID_OR_CLOSED_STATUSES and was_assigned)
+        or (status is Status.SPLIT and parts_financed)
+    )
+
 
 class DisputeReason(IntEnum):
     """IReceivableRegistry.DisputeReason."""

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection
 
 from registry.domain import Status
 from registry.store.models import Cursor, RawEvent, Receivable, table_of
-from registry.store.queries import OPEN_STATUSES, Visibility, _visible
+from registry.store.queries import OPEN_STATUSES, Visibility, visible_clause
 
 DAY: Final = 86_400
 AGEING_BUCKETS: Final = ("current", "1-30", "31-60", "61-90", ">90")
@@ -68,7 +68,7 @@ def ageing(conn: Connection, visibility: Visibility, *, now: int) -> list[Ageing
     ).label("bucket")
     rows = conn.execute(
         select(r.c.currency, bucket, func.count(), func.sum(r.c.face_value - r.c.paid))
-        .where(_open(), _visible(visibility))
+        .where(_open(), visible_clause(visibility))
         .group_by(r.c.currency, bucket)
     ).all()
     found = {(str(currency), int(b)): (int(n), int(unpaid or 0)) for currency, b, n, unpaid in rows}
@@ -94,7 +94,7 @@ def _exposure_by(conn: Connection, visibility: Visibility, column: str, *, facto
     r = table_of(Receivable)
     entity = r.c[column]
     stmt = select(entity, r.c.currency, func.count(), func.sum(r.c.face_value - r.c.paid)).where(
-        _open(), _visible(visibility)
+        _open(), visible_clause(visibility)
     )
     if factored_only:
         stmt = stmt.where(r.c.holder != r.c.creditor)
@@ -193,7 +193,7 @@ def volumes(
         boundaries.append(lo)
     r = table_of(Receivable)
     prev = r.alias("prev")
-    visible_ids = select(r.c.id).where(r.c.valid_to.is_(None), _visible(visibility))
+    visible_ids = select(r.c.id).where(r.c.valid_to.is_(None), visible_clause(visibility))
     v = r.alias("v")
     unchanged = (
         select(prev.c.id)
@@ -283,7 +283,7 @@ def events_after(
             readable.update(
                 int(i)
                 for (i,) in conn.execute(
-                    select(r.c.id).where(r.c.valid_to.is_(None), r.c.id.in_(chunk), _visible(reader.visibility))
+                    select(r.c.id).where(r.c.valid_to.is_(None), r.c.id.in_(chunk), visible_clause(reader.visibility))
                 )
             )
     kept = [

@@ -74,7 +74,7 @@ def _receivable_columns() -> list[Any]:
     return [c for c in table_of(Receivable).c if c.name not in ("row_id",)]
 
 
-def _visible(visibility: Visibility) -> Any:
+def visible_clause(visibility: Visibility) -> Any:
     t = table_of(Receivable)
     if visibility.everything:
         return true()
@@ -95,7 +95,7 @@ def list_receivables(
 ) -> list[dict[str, Any]]:
     """Current receivables matching ``flt`` that ``visibility`` allows, by id (stable cursor pagination)."""
     t = table_of(Receivable)
-    stmt = select(*_receivable_columns()).where(t.c.valid_to.is_(None), t.c.id > after_id, _visible(visibility))
+    stmt = select(*_receivable_columns()).where(t.c.valid_to.is_(None), t.c.id > after_id, visible_clause(visibility))
     if flt.status is not None:
         stmt = stmt.where(t.c.status == int(flt.status))
     for column, value in (("debtor", flt.debtor), ("creditor", flt.creditor), ("holder", flt.holder)):
