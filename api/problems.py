@@ -24,6 +24,8 @@ from registry.relay import RelayError
 log = logging.getLogger("registry.api")
 
 PROBLEM_JSON = "application/problem+json"
+# FastAPI's HTTPException detail when a request body cannot be read as JSON text at all.
+FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
 
 
 class Problem(Exception):
@@ -79,6 +81,21 @@ FORBIDDEN_ERRORS = frozenset(
 )
 
 
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` documenting ``statuses`` as problem+json bodies (ProblemPublic)."""
+    from api.schemas import ProblemPublic
+
+    schema = {"$ref": "#/components/schemas/ProblemPublic"}
+    return {
+        status: {
+            "model": ProblemPublic,
+            "description": TITLES.get(status, "Error"),
+            "content": {PROBLEM_JSON: {"schema": schema}},
+        }
+        for status in statuses
+    }
+
+
 def problem_response(
     request: Request, status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
@@ -110,6 +127,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         headers = {"Retry-After": str(exc.extra.pop("retry_after"))} if "retry_after" in exc.extra else None
+        if exc.status == 401:  # RFC 9110: a 401 names its scheme, as the auth.* refusals below do
+            headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
         return problem_response(request, exc.status, exc.code, exc.detail, headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
@@ -125,6 +144,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == FASTAPI_BODY_PARSE_ERROR:
+            # A body that is not even text (e.g. not UTF-8) is invalid input like malformed JSON: 422.
+            errors = [{"field": "body", "message": "not valid JSON (UTF-8)"}]
+            return problem_response(request, 422, "validation_error", "body: not valid JSON (UTF-8)", errors=errors)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
         return problem_response(request, exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 

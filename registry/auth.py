@@ -108,6 +108,10 @@ class AuthService:
 
     def login(self, message: str, signature: bytes) -> tuple[str, Principal]:
         """Verifies a signed sign-in message and consumes its nonce; returns (token, principal)."""
+        # Only the canonical recovery ids: eth-keys would also take any v >= 35 as an EIP-155 one,
+        # so one signature would have many accepted encodings.
+        if len(signature) == 65 and signature[64] not in (0, 1, 27, 28):
+            raise AuthError("bad_signature", "the signature's recovery id (v) must be 27 or 28 (or 0 or 1)")
         try:
             parsed = verify(message, signature, domain=self.domain, uri=self.uri, chain_id=self.chain_id)
         except SignInError as exc:

@@ -9,6 +9,7 @@ request is submitted only once, across retries and API replicas.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from registry.chain.client import TxResult
 from registry.chain.contract import RegistryClient, SignedRequest
+from registry.chain.reverts import ContractRevert
 from registry.errors import RegistryError
 from registry.siwe import SECP256K1_N
 from registry.store.models import Cursor, RelayedRequest, table_of
@@ -62,6 +64,14 @@ def request_digest(request: SignedRequest) -> bytes:
     )
 
 
+def check_signature_form(request: SignedRequest) -> None:
+    """65 bytes, low s (the forwarder's ECDSA refuses high-s, malleable signatures too)."""
+    if len(request.signature) != 65:
+        raise RelayError("bad_signature", "a signature is 65 bytes (r, s, v)")
+    if int.from_bytes(request.signature[32:64], "big") > SECP256K1_N // 2:
+        raise RelayError("bad_signature", "high-s (malleable) signatures are refused")
+
+
 class Relayer:
     """Checks, simulates and submits signed requests with the relayer's key (which pays the gas)."""
 
@@ -69,6 +79,8 @@ class Relayer:
         self.client = client
         self.engine = engine
         self.relayer = relayer
+        self._signer_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
     def function_of(self, request: SignedRequest) -> str:
         selector = request.data[:4]
@@ -91,15 +103,14 @@ class Relayer:
             raise RelayError(
                 "wrong_function", f"this endpoint relays {expected_function}, the request calls {function}"
             )
-        if len(request.signature) != 65:
-            raise RelayError("bad_signature", "a signature is 65 bytes (r, s, v)")
-        if int.from_bytes(request.signature[32:64], "big") > SECP256K1_N // 2:
-            raise RelayError("bad_signature", "high-s (malleable) signatures are refused")
+        check_signature_form(request)
         if request.deadline < time.time():
             raise RelayError("expired", "the request's deadline has passed: sign it again")
         if request.nonce != self.client.forwarder_nonce(request.sender):
             raise RelayError("bad_nonce", "the request's nonce is not the signer's next one (replayed or out of order)")
         if not self.client.verify_request(request):
+            if request.nonce != self.client.forwarder_nonce(request.sender):  # spent since the check above
+                raise RelayError("bad_nonce", "the request's nonce has just been used by another request")
             raise RelayError("bad_signature", "the signature does not match the request and its signer")
         # Simulate as the signer: the registry's own check, with its typed error.
         self.client.chain.call(self.client.address, request.data, sender=request.sender)
@@ -110,10 +121,40 @@ class Relayer:
     ) -> RelayOutcome:
         """Relays ``request`` once. An identical request submitted again returns the first outcome."""
         digest = request_digest(request)
+        # The digest leaves the signature out: a malleated copy of a relayed request is refused here
+        # rather than answered as the duplicate of the original.
+        check_signature_form(request)
         existing = self._existing(digest)
         if existing is not None:
             return existing
-        function = self.check(request, expected_function)
+        # One signer's requests are checked and submitted one at a time (in this process): the forwarder
+        # consumes its nonces in order anyway, and requests racing for one nonce would otherwise all pass
+        # the check, and all but one revert on-chain at the relayer's expense.
+        with self._signer_lock(request.sender):
+            outcome = self._check_and_relay(request, digest, expected_function)
+        if outcome.result is not None and outcome.block_number is not None:
+            self.wait_indexed(outcome.block_number, wait_indexed)
+        return outcome
+
+    def _signer_lock(self, signer: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._signer_locks.setdefault(signer.lower(), threading.Lock())
+
+    def _check_and_relay(self, request: SignedRequest, digest: bytes, expected_function: str | None) -> RelayOutcome:
+        existing = self._existing(digest)  # relayed while this one waited for its turn
+        if existing is not None:
+            return existing
+        try:
+            function = self.check(request, expected_function)
+        except (RelayError, ContractRevert) as exc:
+            if isinstance(exc, RelayError) and exc.reason != "bad_nonce":
+                raise
+            # An identical request relayed meanwhile (by another replica) consumed the nonce or changed
+            # the state this one was checked against: this one is its duplicate, not a refusal.
+            found = self._existing(digest, wait=5.0)
+            if found is None:
+                raise
+            return found
         table = table_of(RelayedRequest)
         try:
             with self.engine.begin() as conn:
@@ -143,7 +184,6 @@ class Relayer:
                 .where(table.c.digest == digest)
                 .values(status="mined", tx_hash=result.tx_hash, block_number=result.block_number)
             )
-        self.wait_indexed(result.block_number, wait_indexed)
         return RelayOutcome(digest, function, result.tx_hash, result.block_number, False, result)
 
     def _existing(self, digest: bytes, wait: float = 0.0) -> RelayOutcome | None:
