@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +26,10 @@ BlockId = int | str
 
 # Anvil refuses JSON-RPC requests over 2 MB by default: raw sends go out in HTTP batches of at most
 # this many bytes (a 100-line registerBatch is about 45 kB of hex), each sent as soon as it is signed,
-# so the node starts filling the next block while the rest is still being signed.
+# so the node starts filling the next block while the rest is still being signed, and up to this many
+# batches are in flight at once.
 MAX_SEND_BATCH_BYTES = 1_000_000
+MAX_SENDS_IN_FLIGHT = 8
 # Receipts are found by following new blocks (one eth_getBlockReceipts per block); when nothing has
 # been found for this long, every awaited hash is asked for directly (catches reorgs and rollbacks).
 RECEIPT_SWEEP_AFTER = 2.0
@@ -220,40 +223,43 @@ class ChainClient:
     def send_many(self, sender: LocalAccount, to: str, calls: Sequence[tuple[bytes, int]]) -> list[PendingTx]:
         """Sign consecutive-nonce transactions and send them in JSON-RPC batches.
 
-        Batches are bounded in bytes (``MAX_SEND_BATCH_BYTES``, under Anvil's request limit) and each
-        goes out as soon as it is signed. If the node refuses a send, nothing after it is sent (its
-        nonce would leave a gap) and :class:`ChainError` is raised."""
+        Batches are bounded in bytes (``MAX_SEND_BATCH_BYTES``, under Anvil's request limit); each is
+        posted as soon as it is signed, on its own connection, without waiting for the previous one to
+        be answered (a busy node, e.g. Anvil while it seals a block over a large state, then takes them
+        all in one go rather than one per block). If the node refuses any send, :class:`ChainError` is
+        raised once all batches are answered."""
         if not calls:
             return []
         first = self.nonces.reserve(sender.address, len(calls))
         head = self.block_number()
-        pending: list[PendingTx] = []
-        batch: list[tuple[str, bytes, int]] = []
+        chunks: list[list[tuple[str, bytes, int]]] = [[]]
         size = 0
+        futures: list[Future[list[Any]]] = []
+        with ThreadPoolExecutor(max_workers=MAX_SENDS_IN_FLIGHT) as pool:
+            for i, (data, gas) in enumerate(calls):
+                raw = "0x" + self.sign(sender, to, data, gas, first + i).hex()
+                if chunks[-1] and size + len(raw) > MAX_SEND_BATCH_BYTES:
+                    futures.append(pool.submit(self._send_raw, [r for r, _, _ in chunks[-1]]))
+                    chunks.append([])
+                    size = 0
+                chunks[-1].append((raw, data, gas))
+                size += len(raw) + 80
+            futures.append(pool.submit(self._send_raw, [r for r, _, _ in chunks[-1]]))
+            answers: list[Any] = []
+            for future, chunk in zip(futures, chunks, strict=True):
+                try:
+                    answers.extend(future.result())
+                except ChainError as exc:  # the whole batch unanswered (node unavailable)
+                    answers.extend([exc] * len(chunk))
+        failed = [a for a in answers if isinstance(a, Exception)]
+        if failed:
+            self.nonces.resync(sender.address)
+            raise ChainError(f"{len(failed)} of {len(calls)} sends refused; first: {failed[0]}")
+        sent = [item for chunk in chunks for item in chunk]
+        return [PendingTx(str(h), sender.address, to, d, g, head) for h, (_, d, g) in zip(answers, sent, strict=True)]
 
-        def flush() -> None:
-            answers = self.rpc.batch([("eth_sendRawTransaction", [raw]) for raw, _, _ in batch])
-            failed = [a for a in answers if isinstance(a, RpcError)]
-            if failed:
-                self.nonces.resync(sender.address)
-                raise ChainError(
-                    f"{len(failed)} of {len(batch)} sends refused after {len(pending)} accepted "
-                    f"({len(calls)} in all); first: {failed[0]}"
-                )
-            pending.extend(
-                PendingTx(str(h), sender.address, to, d, g, head) for h, (_, d, g) in zip(answers, batch, strict=True)
-            )
-            batch.clear()
-
-        for i, (data, gas) in enumerate(calls):
-            raw = "0x" + self.sign(sender, to, data, gas, first + i).hex()
-            if batch and size + len(raw) > MAX_SEND_BATCH_BYTES:
-                flush()
-                size = 0
-            batch.append((raw, data, gas))
-            size += len(raw) + 80
-        flush()
-        return pending
+    def _send_raw(self, raws: list[str]) -> list[Any]:
+        return self.rpc.batch([("eth_sendRawTransaction", [raw]) for raw in raws])
 
     def wait(self, pending: PendingTx, timeout: float = 120.0) -> TxResult:
         return self.wait_many([pending], timeout)[0]
@@ -288,6 +294,8 @@ class ChainClient:
         one only at the start (when the send block is unknown), when the chain shrank or a block
         vanished, when nothing turned up for ``RECEIPT_SWEEP_AFTER`` seconds, or on nodes without
         ``eth_getBlockReceipts``."""
+        if not pending:
+            return []
         deadline = time.monotonic() + timeout
         waiting = {p.tx_hash.lower() for p in pending}
         found: dict[str, dict[str, Any]] = {}

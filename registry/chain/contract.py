@@ -48,6 +48,8 @@ BATCH_GAS_PER_LINE = 95_000
 # block gas limit and MAX_BATCH_SIZE = 500): pass ``batch_size`` explicitly for those.
 TX_GAS_CAP = 16_777_216
 DEFAULT_BATCH_SIZE = 100
+if BATCH_GAS_BASE + BATCH_GAS_PER_LINE * DEFAULT_BATCH_SIZE > TX_GAS_CAP:
+    raise AssertionError("the default registerBatch would exceed Hardhat's per-transaction gas cap")
 
 
 @dataclass(frozen=True)
