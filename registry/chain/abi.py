@@ -7,6 +7,7 @@ value, so a caller's type confusion fails before anything is signed.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,19 +80,55 @@ class _EventLayout:
     indexed: tuple[bool, ...]
     plain_types: tuple[str, ...]
     word_decoders: tuple[Any, ...] | None  # set when every field is a static elementary type
+    static_args: Callable[[bytes], dict[str, Any]] | None = None
+    """Builds the args dict of a static event from its payload (every word in declaration order)."""
+    topic_count: int = -1
+    data_hex_len: int = -1
+    """A log with this many topics and this long a data string, of an event whose indexed fields all come
+    first, has the topics after topic0 then the data as its payload (else: -1, decoded word by word)."""
+
+
+def _static_args(names: tuple[str, ...], types: tuple[str, ...]) -> Callable[[bytes], dict[str, Any]]:
+    """A function ``payload -> args`` for an event of static elementary fields, compiled once per event
+    type: one dict display of word slices, decoded as :func:`_word_decoder` does (the hot path of the
+    indexer, so no per-field call through a table of decoders)."""
+    items = []
+    for i, (name, abi_type) in enumerate(zip(names, types, strict=True)):
+        lo, hi = 32 * i, 32 * (i + 1)
+        if abi_type.startswith("uint"):
+            expr = f"_int(p[{lo}:{hi}], 'big')"
+        elif abi_type.startswith("int"):
+            expr = f"_int(p[{lo}:{hi}], 'big', signed=True)"
+        elif abi_type == "bool":
+            expr = f"p[{hi - 1}] != 0"
+        elif abi_type == "address":
+            expr = f"_checksum(p[{lo + 12}:{hi}])"
+        else:
+            expr = f"p[{lo}:{lo + int(abi_type[5:])}]"
+        items.append(f"{name!r}: {expr}")
+    namespace: dict[str, Any] = {"_int": int.from_bytes, "_checksum": to_checksum_address}
+    exec(f"def static_args(p):\n    return {{{', '.join(items)}}}\n", namespace)
+    decoder: Callable[[bytes], dict[str, Any]] = namespace["static_args"]
+    return decoder
 
 
 def _layout(item: dict[str, Any]) -> _EventLayout:
     inputs = item["inputs"]
     types = tuple(collapse_if_tuple(p) for p in inputs)
+    names = tuple(p["name"] for p in inputs)
+    indexed = tuple(bool(p["indexed"]) for p in inputs)
     static = all(_STATIC_WORD.match(t) for t in types)
+    indexed_first = list(indexed) == sorted(indexed, reverse=True)
     return _EventLayout(
         name=item["name"],
-        names=tuple(p["name"] for p in inputs),
+        names=names,
         types=types,
-        indexed=tuple(bool(p["indexed"]) for p in inputs),
+        indexed=indexed,
         plain_types=tuple(t for t, p in zip(types, inputs, strict=True) if not p["indexed"]),
         word_decoders=tuple(_word_decoder(t) for t in types) if static else None,
+        static_args=_static_args(names, types) if static else None,
+        topic_count=1 + sum(indexed) if indexed_first else -1,
+        data_hex_len=2 + 64 * (len(types) - sum(indexed)) if indexed_first else -1,
     )
 
 
@@ -105,6 +142,7 @@ class ContractAbi:
         self.event_topics: dict[str, bytes] = {}
         self.errors: dict[bytes, dict[str, Any]] = {}
         self._layouts: dict[bytes, _EventLayout] = {}
+        self._topic_hex: dict[str, tuple[bytes, _EventLayout]] = {}  # topic0 as nodes spell it
         for item in abi:
             if item["type"] == "function":
                 if item["name"] in self.functions:
@@ -114,6 +152,7 @@ class ContractAbi:
                 topic = event_abi_to_log_topic(item)  # type: ignore[arg-type]
                 self.events[topic] = item
                 self._layouts[topic] = _layout(item)
+                self._topic_hex["0x" + topic.hex()] = (topic, self._layouts[topic])
                 self.event_topics[item["name"]] = topic
             elif item["type"] == "error":
                 signature = f"{item['name']}({','.join(_types(item['inputs']))})"
@@ -149,11 +188,38 @@ class ContractAbi:
         raw_topics = log["topics"]
         if not raw_topics:
             return None
-        topic0 = bytes.fromhex(raw_topics[0][2:])
-        layout = self._layouts.get(topic0)
-        if layout is None:
-            return None
-        data = bytes.fromhex(log["data"][2:])
+        known = self._topic_hex.get(raw_topics[0])
+        if known is not None:
+            topic0, layout = known
+        else:
+            topic0 = bytes.fromhex(raw_topics[0][2:])
+            found = self._layouts.get(topic0)
+            if found is None:
+                return None
+            layout = found
+        static_args = layout.static_args
+        data_hex = log["data"]
+        if static_args is not None and len(raw_topics) == layout.topic_count and len(data_hex) == layout.data_hex_len:
+            # The common case: the payload is the topics after topic0, then the data, word for word.
+            payload = bytes.fromhex("".join([t[2:] for t in raw_topics[1:]]) + data_hex[2:])
+            args = static_args(payload)
+        else:
+            args, payload = self._decode_fields(layout, raw_topics, bytes.fromhex(data_hex[2:]))
+        return DecodedEvent(
+            layout.name,
+            args,
+            topic0,
+            log["address"],
+            int(log["blockNumber"], 16),
+            log["blockHash"],
+            log["transactionHash"],
+            int(log["logIndex"], 16),
+            payload,
+        )
+
+    @staticmethod
+    def _decode_fields(layout: _EventLayout, raw_topics: list[str], data: bytes) -> tuple[dict[str, Any], bytes]:
+        """(args, payload) of any event, word by word (static) or through eth-abi (dynamic fields)."""
         if layout.word_decoders is not None:
             topic_words = iter(bytes.fromhex(t[2:]) for t in raw_topics[1:])
             words: list[bytes] = []
@@ -165,26 +231,13 @@ class ContractAbi:
                     words.append(data[offset : offset + 32])
                     offset += 32
             args = {n: dec(w) for n, dec, w in zip(layout.names, layout.word_decoders, words, strict=True)}
-            payload = b"".join(words)
-        else:
-            plain_values = iter(decode(list(layout.plain_types), data))
-            topic_iter = iter(raw_topics[1:])
-            values = []
-            for t, is_indexed in zip(layout.types, layout.indexed, strict=True):
-                if is_indexed:
-                    values.append(_python(decode([t], bytes.fromhex(next(topic_iter)[2:]))[0]))
-                else:
-                    values.append(_python(next(plain_values)))
-            args = dict(zip(layout.names, values, strict=True))
-            payload = encode(list(layout.types), values)
-        return DecodedEvent(
-            name=layout.name,
-            args=args,
-            topic0=topic0,
-            address=log["address"],
-            block_number=int(log["blockNumber"], 16),
-            block_hash=log["blockHash"],
-            transaction_hash=log["transactionHash"],
-            log_index=int(log["logIndex"], 16),
-            payload=payload,
-        )
+            return args, b"".join(words)
+        plain_values = iter(decode(list(layout.plain_types), data))
+        topic_iter = iter(raw_topics[1:])
+        values = []
+        for t, is_indexed in zip(layout.types, layout.indexed, strict=True):
+            if is_indexed:
+                values.append(_python(decode([t], bytes.fromhex(next(topic_iter)[2:]))[0]))
+            else:
+                values.append(_python(next(plain_values)))
+        return dict(zip(layout.names, values, strict=True)), encode(list(layout.types), values)

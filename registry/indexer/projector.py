@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Table, bindparam, delete, insert, select, update
@@ -48,6 +49,88 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+_JSON_KEYS: dict[str, str] = {}  # '"name":' of every argument name seen (the ABI's, so a few dozen)
+
+
+def _args_json(args: Row) -> str:
+    """``json.dumps({k: _json_value(v)}, separators=(",", ":"))``, character for character, written
+    directly when every value is an int, a bool or bytes (every static event: one per stored log, so
+    the hot path); through ``json.dumps`` otherwise (strings, arrays)."""
+    parts = []
+    for name, value in args.items():
+        prefix = _JSON_KEYS.get(name)
+        if prefix is None:
+            prefix = _JSON_KEYS[name] = json.dumps(name) + ":"
+        kind = type(value)
+        if kind is int:
+            parts.append(prefix + int.__repr__(value))
+        elif kind is bytes:
+            parts.append(f'{prefix}"0x{value.hex()}"')
+        elif kind is bool:
+            parts.append(prefix + ("true" if value else "false"))
+        else:
+            return json.dumps({k: _json_value(v) for k, v in args.items()}, separators=(",", ":"))
+    return "{" + ",".join(parts) + "}"
+
+
+class _Writer:
+    """Bulk writes on the batch's connection, below SQLAlchemy's per-row parameter processing (which
+    cost more than the database's own work): the driver's ``executemany`` on SQLite, ``COPY`` and
+    array-driven updates on PostgreSQL (psycopg), Core ``executemany`` on anything else. Values are
+    what the Core statements would bind: ints, strings, bytes, bools (SQLite stores True as 1, as
+    SQLAlchemy's Boolean would) and None."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        dialect = conn.dialect
+        self.kind = (
+            "sqlite"
+            if dialect.name == "sqlite"
+            else "psycopg"
+            if dialect.name == "postgresql" and dialect.driver == "psycopg"
+            else "core"
+        )
+        self._quote = dialect.identifier_preparer.quote
+
+    def insert(self, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        names = ", ".join(self._quote(c) for c in columns)
+        target = self._quote(table.name)
+        if self.kind == "sqlite":
+            marks = ", ".join("?" * len(columns))
+            self.conn.exec_driver_sql(f"INSERT INTO {target} ({names}) VALUES ({marks})", rows)
+        elif self.kind == "psycopg":
+            with (
+                self.conn.connection.dbapi_connection.cursor() as cursor,  # type: ignore[union-attr]
+                cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            self.conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
+
+    def close_versions(self, table: Table, closures: list[tuple[int, int]]) -> None:
+        """``valid_to = block`` on each (row_id, block)."""
+        if not closures:
+            return
+        target = self._quote(table.name)
+        if self.kind == "sqlite":
+            self.conn.exec_driver_sql(
+                f"UPDATE {target} SET valid_to = ? WHERE row_id = ?", [(block, row_id) for row_id, block in closures]
+            )
+        elif self.kind == "psycopg":
+            row_ids, blocks = zip(*closures, strict=True)
+            self.conn.exec_driver_sql(
+                f"UPDATE {target} SET valid_to = v.valid_to FROM unnest(%s::bigint[], %s::bigint[]) AS "
+                f"v(row_id, valid_to) WHERE {target}.row_id = v.row_id",
+                (list(row_ids), list(blocks)),
+            )
+        else:
+            stmt = update(table).where(table.c.row_id == bindparam("b_row_id")).values(valid_to=bindparam("b_valid_to"))
+            self.conn.execute(stmt, [{"b_row_id": row_id, "b_valid_to": block} for row_id, block in closures])
+
+
 @dataclass
 class _Versioned:
     """Current versions of one versioned table's rows touched by the batch, keyed by business key."""
@@ -57,7 +140,7 @@ class _Versioned:
     current: dict[Any, Row] = field(default_factory=dict)
     loaded: set[Any] = field(default_factory=set)
     new_rows: list[Row] = field(default_factory=list)
-    closures: list[Row] = field(default_factory=list)  # {"b_row_id", "b_valid_to"} of rows already in the DB
+    closures: list[tuple[int, int]] = field(default_factory=list)  # (row_id, valid_to) of rows already in the DB
     rewrites: dict[int, Row] = field(default_factory=dict)  # rows already in the DB changed in their own block
 
     def load(self, conn: Connection, keys: Iterable[Any]) -> None:
@@ -72,6 +155,12 @@ class _Versioned:
 
     def get(self, key: Any) -> Row:
         return self.current[key]
+
+    def add(self, row: Row) -> None:
+        """A new row, complete (business key, ``valid_from``, ``valid_to`` None): :meth:`create` without
+        the copy, for the hot handlers."""
+        self.current[row[self.key]] = row
+        self.new_rows.append(row)
 
     def create(self, key: Any, block: int, values: Row) -> Row:
         row = {**values, self.key: key, "valid_from": block, "valid_to": None}
@@ -88,23 +177,19 @@ class _Versioned:
                 self.rewrites[row["row_id"]] = row
             return row
         if "row_id" in row:
-            self.closures.append({"b_row_id": row["row_id"], "b_valid_to": block})
+            self.closures.append((row["row_id"], block))
+            successor = row.copy()
+            del successor["row_id"]
         else:
             row["valid_to"] = block
-        successor = {k: v for k, v in row.items() if k != "row_id"}
+            successor = row.copy()
         successor.update(changes, valid_from=block, valid_to=None)
         self.current[key] = successor
         self.new_rows.append(successor)
         return successor
 
-    def flush(self, conn: Connection) -> None:
-        if self.closures:
-            stmt = (
-                update(self.table)
-                .where(self.table.c.row_id == bindparam("b_row_id"))
-                .values(valid_to=bindparam("b_valid_to"))
-            )
-            conn.execute(stmt, self.closures)
+    def flush(self, conn: Connection, writer: _Writer) -> None:
+        writer.close_versions(self.table, self.closures)
         if self.rewrites:
             rows = [{("b_" + k): v for k, v in row.items()} for row in self.rewrites.values()]
             columns = [c for c in self.rewrites[next(iter(self.rewrites))] if c != "row_id"]
@@ -115,13 +200,17 @@ class _Versioned:
             )
             conn.execute(stmt, rows)
         if self.new_rows:
-            conn.execute(insert(self.table), self.new_rows)
+            columns = [c.name for c in self.table.columns if c.name != "row_id"]
+            writer.insert(self.table, columns, list(map(itemgetter(*columns), self.new_rows)))
 
 
 @dataclass(frozen=True)
 class LedgerPosition:
     head: bytes
     count: int
+
+
+_RAW_COLUMNS = ("block_number", "log_index", "block_hash", "tx_hash", "name", "seq", "ledger_head", "args")
 
 
 class Batch:
@@ -134,7 +223,7 @@ class Batch:
         self.participants = _Versioned(table_of(Participant), "entity_id")
         self.keys = _Versioned(table_of(ParticipantKey), "address")
         self.claims = _Versioned(table_of(PaymentClaimRow), "claim_id")
-        self.raw: list[Row] = []
+        self.raw: list[tuple[Any, ...]] = []  # raw_events rows, _RAW_COLUMNS in order
         self.assignments: list[Row] = []
         self.payments: list[Row] = []
         self.rejections: list[Row] = []
@@ -144,26 +233,31 @@ class Batch:
     def apply(self, events: Sequence[DecodedEvent]) -> LedgerPosition:
         self._preload(events)
         head, count = self.ledger.head, self.ledger.count
+        raw = self.raw.append
+        handlers = _HANDLERS
         for e in events:
-            seq: int | None = None
-            if e.name not in UNFOLDED_EVENTS:
+            name = e.name
+            if name in UNFOLDED_EVENTS:
+                seq = stored_head = None
+            else:
                 count += 1
                 head = fold(head, count, e.topic0, e.payload)
-                seq = count
-            handler = _HANDLERS.get(e.name)
+                seq, stored_head = count, head
+            args = e.args
+            handler = handlers.get(name)
             if handler is not None:
-                handler(self, e, e.args, e.block_number)
-            self.raw.append(
-                {
-                    "block_number": e.block_number,
-                    "log_index": e.log_index,
-                    "block_hash": e.block_hash,
-                    "tx_hash": e.transaction_hash,
-                    "name": e.name,
-                    "seq": seq,
-                    "ledger_head": head if seq is not None else None,
-                    "args": json.dumps({k: _json_value(v) for k, v in e.args.items()}, separators=(",", ":")),
-                }
+                handler(self, e, args, e.block_number)
+            raw(
+                (
+                    e.block_number,
+                    e.log_index,
+                    e.block_hash,
+                    e.transaction_hash,
+                    name,
+                    seq,
+                    stored_head,
+                    _args_json(args),
+                )
             )
         self.ledger = LedgerPosition(head, count)
         return self.ledger
@@ -183,25 +277,25 @@ class Batch:
     # ------------------------------------------------------------------ flush
 
     def flush(self) -> None:
+        writer = _Writer(self.conn)
         for versioned in (self.receivables, self.participants, self.keys, self.claims):
-            versioned.flush(self.conn)
+            versioned.flush(self.conn, writer)
+        writer.insert(table_of(RawEvent), _RAW_COLUMNS, self.raw)
         for table, rows in (
-            (table_of(RawEvent), self.raw),
             (table_of(Assignment), self.assignments),
             (table_of(Payment), self.payments),
             (table_of(Rejection), self.rejections),
         ):
             if rows:
-                self.conn.execute(insert(table), rows)
+                columns = [c.name for c in table.columns]
+                writer.insert(table, columns, list(map(itemgetter(*columns), rows)))
 
 
 # ---------------------------------------------------------------------- event handlers
 
 
 def _registered(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
-    b.receivables.create(
-        a["id"],
-        block,
+    b.receivables.add(
         {
             "creditor": a["creditor"],
             "debtor": a["debtor"],
@@ -220,7 +314,10 @@ def _registered(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> Non
             "parent_id": None,
             "supersedes": a["supersedes"] or None,
             "registered_block": block,
-        },
+            "id": a["id"],
+            "valid_from": block,
+            "valid_to": None,
+        }
     )
 
 

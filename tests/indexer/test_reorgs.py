@@ -160,7 +160,7 @@ def build_range(stack: Stack, depth: int, tag: str) -> ReorgRange:
     confirms = [
         send(stack, debtor.account, "confirm", rid, inv.fingerprint) for rid, inv in zip(r_ids, r_inv, strict=True)
     ]
-    if confirms:  # (ChainClient.wait_many([]) raises ValueError)
+    if confirms:
         stack.chain.wait_many(confirms, timeout=60)
     key_invoice = invoice(stack, f"{tag}-KEY", "77,000.00")
     plan = ReorgRange(key_invoice, "")
