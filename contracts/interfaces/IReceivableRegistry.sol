@@ -122,7 +122,7 @@ interface IReceivableRegistry is IParticipantRegistry {
     error EmptyInvoiceNumber();
     /// @notice Raised when a batch is empty or longer than the limit.
     error InvalidBatchSize(uint256 size, uint256 limit);
-    /// @notice Raised when a receivable is assigned to its current holder or to its debtor.
+    /// @notice Raised when a receivable is assigned to its current holder, its debtor or its creditor.
     error InvalidAssignee(uint64 id, uint24 assignee);
     /// @notice Raised when the advance exceeds the unpaid balance.
     error AdvanceExceedsBalance(uint64 id, uint64 advance, uint64 unpaid);

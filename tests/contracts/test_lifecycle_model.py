@@ -458,7 +458,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         long enough to reach the deep states."""
         live = [i for i, r in self.model.receivables.items() if r.status not in TERMINAL]
         id = data.draw(st.sampled_from(live), label="id")
-        for _ in range(data.draw(st.integers(1, 4), label="steps")):
+        for _ in range(data.draw(st.integers(1, 6), label="steps")):
             r = self.model.receivables[id]
             if r.status is Status.SPLIT:
                 id = data.draw(st.sampled_from(r.parts), label="part")
@@ -479,7 +479,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             Status.PARTIALLY_PAID: ["pay", "report", "split", "assign", "default"],
             Status.DEFAULTED: ["write off", "pay", "pay"],
         }[r.status]
-        steps += ["buy back"] if r.recourse else []
+        steps += ["buy back", "buy back"] if r.recourse else []
         steps += ["acknowledge"] if pending else []
         step = data.draw(st.sampled_from(steps), label="step")
         part_of_unpaid = data.draw(st.sampled_from([1, 2, 3]), label="1/n of the unpaid balance")
@@ -605,7 +605,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             amounts[-1] -= 1
         return amounts
 
-    # ------------------------------------------------------------------ invariants
+    # ------------------------------------------------------------------ start, and the invariants
 
     @initialize(data=st.data())
     def start_with_some_invoices(self, data: st.DataObject) -> None:
@@ -758,7 +758,7 @@ def assert_same_refusal(refused: Refused, error: ContractRevert) -> None:
 CORE_OPERATIONS = ("register", "confirm", "assign", "split", "record_payment", "declare_default")
 
 LIFECYCLE_SETTINGS = settings(
-    max_examples=25,
+    max_examples=40,
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
