@@ -89,6 +89,11 @@ class LogFetcher:
     ``PROBE_EVERY`` answered requests, since how many logs a range holds changes along the chain."""
 
     PROBE_EVERY = 64
+    TARGET_LOGS = 50_000
+    """Logs per request (and so per batch) the span aims at: grown while under half of it, shrunk in
+    proportion above it. Enough to spread a batch's fixed costs (a transaction and its commit, the
+    ledger check, headers, reloading the rows the batch changes), bounded because the whole batch is in
+    memory at once (about 5 kB a log: JSON, decoded event, rows)."""
 
     def __init__(self, chain: ChainClient, address: str, initial: int, maximum: int) -> None:
         self.chain = chain
@@ -119,6 +124,8 @@ class LogFetcher:
                     waited += backoff
                     backoff = min(self.max_backoff, backoff * 2)
                     continue
+                if _is_missing_block(exc):
+                    raise  # the chain shrank under the read: the caller retries, the span stays
                 if _is_too_large(exc) and not _is_rate_limit(exc) and last > start:
                     self._shrink(last - start + 1)
                     continue
@@ -135,7 +142,10 @@ class LogFetcher:
             self._answered += 1
             if self.ceiling is not None and self._answered >= self.PROBE_EVERY:
                 self.ceiling = None
-            if last - start + 1 >= self.span and len(logs) < 10_000:
+            if len(logs) > self.TARGET_LOGS and last > start:
+                # A dense stretch: aim the next request at about TARGET_LOGS logs (one batch's memory).
+                self.span = max(1, (last - start + 1) * self.TARGET_LOGS // len(logs))
+            elif last - start + 1 >= self.span and len(logs) < self.TARGET_LOGS // 2:
                 if self.ceiling is None:
                     self.span = min(self.maximum, self.span * 2)
                 else:  # halfway to the smallest refused span: a binary search for the node's limit
@@ -164,10 +174,13 @@ def _is_transient(exc: ChainError) -> bool:
 
 
 def _is_missing_block(exc: RpcError) -> bool:
-    """The block a call was pinned to is unknown (reorganised away): Anvil says "Resource not found"
-    (-32001), geth "header not found", others "unknown block"."""
+    """The block a call was pinned to is unknown (reorganised away, or the chain shrank under the read):
+    Anvil says "Resource not found" (-32001) or "BlockOutOfRangeError", geth "header not found", others
+    "unknown block"."""
     text = exc.message.lower()
-    return exc.code != -32601 and (exc.code == -32001 or "not found" in text or "unknown block" in text)
+    return exc.code != -32601 and (
+        exc.code == -32001 or "not found" in text or "unknown block" in text or "blockoutofrange" in text
+    )
 
 
 def _is_too_large(exc: RpcError) -> bool:
@@ -351,7 +364,12 @@ class Indexer:
         # new blocks' logs would be skipped for good.)
         pin = head if end == tip else self._header(end)
         start = cursor.block_number + 1
-        logs, last = self.fetcher.fetch(start, end)
+        try:
+            logs, last = self.fetcher.fetch(start, end)
+        except RpcError as exc:
+            if _is_missing_block(exc):
+                raise Retry from exc  # the chain shrank while we read it: look again
+            raise
         headers = self._headers_for(start, last, end, logs)
         if headers[end]["hash"] != pin["hash"]:
             raise Retry  # the chain changed while the logs were read
