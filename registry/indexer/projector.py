@@ -13,10 +13,11 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import Executable, Table, bindparam, delete, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from registry.chain.abi import DecodedEvent
@@ -73,6 +74,14 @@ def _args_json(args: Row) -> str:
     return "{" + ",".join(parts) + "}"
 
 
+_SQLITE_CACHE_KIB = 65_536
+
+
+def _cache_kib(cache_size: int, page_size: int) -> int:
+    """SQLite's ``cache_size`` pragma in KiB: a negative value is KiB, a positive one pages."""
+    return -cache_size if cache_size < 0 else cache_size * page_size // 1024
+
+
 class _Writer:
     """Bulk writes on the batch's connection, below SQLAlchemy's per-row parameter processing (which
     cost more than the database's own work): the driver's ``executemany`` on SQLite, ``COPY`` and
@@ -91,6 +100,14 @@ class _Writer:
             else "core"
         )
         self._quote = dialect.identifier_preparer.quote
+        if self.kind == "sqlite":
+            # A bulk insert updates the receivables' hash-keyed indexes at random places: with SQLite's
+            # default 2 MiB page cache, every insert reads (and spills) evicted index pages again; 64 MiB
+            # roughly halves the cost of a 20,000-row batch. Per connection, only ever raised, memory only.
+            size = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+            page = conn.exec_driver_sql("PRAGMA page_size").scalar()
+            if isinstance(size, int) and isinstance(page, int) and _cache_kib(size, page) < _SQLITE_CACHE_KIB:
+                conn.exec_driver_sql(f"PRAGMA cache_size = -{_SQLITE_CACHE_KIB}")
 
     def insert(self, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
         if not rows:
@@ -131,6 +148,35 @@ class _Writer:
             self.conn.execute(stmt, [{"b_row_id": row_id, "b_valid_to": block} for row_id, block in closures])
 
 
+@cache
+def _current_rows(table: Table, key: str, dialect: str) -> Executable:
+    """``SELECT * FROM table WHERE key IN :keys AND valid_to IS NULL``: the current versions of some rows.
+
+    On SQLite, pinned to the table's partial unique index on the key (``INDEXED BY``): without
+    statistics SQLite's planner takes ``valid_to IS NULL`` for selective and walks the whole
+    ``valid_to`` index, every current row of the table, once per chunk of keys (about 80 ms per 500
+    keys at 200,000 receivables, against well under 1 ms through the key's index)."""
+    column = table.c[key]
+    index = next(
+        (
+            ix
+            for ix in table.indexes
+            if ix.unique and [c.name for c in ix.columns] == [key] and ix.dialect_options["sqlite"]["where"] is not None
+        ),
+        None,
+    )
+    if dialect != "sqlite" or index is None:
+        return select(table).where(column.in_(bindparam("keys", expanding=True)), table.c.valid_to.is_(None))
+    names = ", ".join(f'"{c.name}"' for c in table.columns)
+    return (
+        text(
+            f'SELECT {names} FROM "{table.name}" INDEXED BY "{index.name}" WHERE "{key}" IN :keys AND valid_to IS NULL'
+        )
+        .bindparams(bindparam("keys", expanding=True))
+        .columns(*table.columns)
+    )
+
+
 @dataclass
 class _Versioned:
     """Current versions of one versioned table's rows touched by the batch, keyed by business key."""
@@ -146,11 +192,11 @@ class _Versioned:
     def load(self, conn: Connection, keys: Iterable[Any]) -> None:
         wanted = [k for k in set(keys) if k not in self.loaded]
         self.loaded.update(wanted)
-        column = self.table.c[self.key]
+        if not wanted:
+            return
+        stmt = _current_rows(self.table, self.key, conn.dialect.name)
         for i in range(0, len(wanted), _CHUNK):
-            chunk = wanted[i : i + _CHUNK]
-            stmt = select(self.table).where(column.in_(chunk), self.table.c.valid_to.is_(None))
-            for row in conn.execute(stmt).mappings():
+            for row in conn.execute(stmt, {"keys": wanted[i : i + _CHUNK]}).mappings():
                 self.current[row[self.key]] = dict(row)
 
     def get(self, key: Any) -> Row:
