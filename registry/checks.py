@@ -97,8 +97,6 @@ Freshness
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import threading
 import time
 import unicodedata
 from collections import defaultdict
@@ -110,7 +108,6 @@ from itertools import combinations, islice
 from types import MappingProxyType
 from typing import Any, Final
 
-from eth_utils.crypto import keccak
 from sqlalchemy import (
     BigInteger,
     CompoundSelect,
@@ -137,6 +134,7 @@ from sqlalchemy.types import NullType
 
 from registry.domain import Status, is_financed
 from registry.errors import RegistryError
+from registry.hashing import keccak256
 from registry.invoice import FINGERPRINT_TYPEHASH, INVOICE_KEY_TYPEHASH, ZERO_HASH, Invoice
 from registry.store.models import Assignment, Cursor, Receivable, table_of
 from registry.types import EntityId, MinorUnits, ReceivableId, UnixTime
@@ -344,54 +342,7 @@ def number_variants(normalized: str, *, digit_substitutions: bool = False) -> li
 # ---------------------------------------------------------------------------------------------
 
 
-def _fast_keccak256() -> Callable[[bytes], bytes]:
-    """keccak256 on a per-thread pycryptodome state, reset between calls.
-
-    pycryptodome (eth-hash's backend here) builds and frees a hash object per call, about three
-    quarters of the cost of hashing 96 bytes; a check hashes two (exact) to a few hundred (variants)
-    such inputs. Falls back to eth-utils' keccak if the library's low-level interface is not there or
-    disagrees with it.
-    """
-    try:
-        raw = importlib.import_module("Crypto.Util._raw_api")
-        lib: Any = importlib.import_module("Crypto.Hash.keccak")._raw_keccak_lib
-    except (ImportError, AttributeError):
-        return keccak
-    local = threading.local()
-    digest_size = raw.c_size_t(32)
-    padding = raw.c_ubyte(0x01)  # keccak's padding, not SHA-3's
-
-    def state() -> tuple[Any, Any]:
-        held: tuple[Any, Any] | None = getattr(local, "state", None)
-        if held is None:
-            pointer = raw.VoidPointer()
-            if lib.keccak_init(pointer.address_of(), raw.c_size_t(64), raw.c_ubyte(24)):
-                raise RuntimeError("keccak_init failed")
-            held = (raw.SmartPointer(pointer.get(), lib.keccak_destroy), raw.create_string_buffer(32))
-            local.state = held
-        return held
-
-    def keccak256(data: bytes) -> bytes:
-        pointer, buffer = state()
-        handle = pointer.get()
-        if (
-            lib.keccak_reset(handle)
-            or lib.keccak_absorb(handle, raw.c_uint8_ptr(data), raw.c_size_t(len(data)))
-            or lib.keccak_digest(handle, buffer, digest_size, padding)
-        ):
-            raise RuntimeError("keccak failed")
-        return bytes(raw.get_raw_buffer(buffer))
-
-    try:
-        for sample in (b"", b"\x01" * 96, b"x" * 300):
-            if keccak256(sample) != keccak(sample):
-                return keccak
-    except Exception:
-        return keccak
-    return keccak256
-
-
-_keccak256: Final = _fast_keccak256()
+_keccak256: Final = keccak256
 
 
 def _key_of(debtor: int, number_hash: bytes) -> bytes:

@@ -630,7 +630,7 @@ def test_fast_keccak_agrees_with_eth_utils_across_threads() -> None:
 
     from eth_utils.crypto import keccak
 
-    from registry.checks import _keccak256
+    from registry.hashing import keccak256 as _keccak256
 
     inputs = [bytes([i % 256]) * (i % 200) for i in range(2_000)]
     with ThreadPoolExecutor(max_workers=4) as pool:
