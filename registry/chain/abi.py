@@ -86,6 +86,8 @@ class _EventLayout:
     data_hex_len: int = -1
     """A log with this many topics and this long a data string, of an event whose indexed fields all come
     first, has the topics after topic0 then the data as its payload (else: -1, decoded word by word)."""
+    payload_len: int = -1
+    """32 bytes a field."""
 
 
 def _static_args(names: tuple[str, ...], types: tuple[str, ...]) -> Callable[[bytes], dict[str, Any]]:
@@ -129,6 +131,7 @@ def _layout(item: dict[str, Any]) -> _EventLayout:
         static_args=_static_args(names, types) if static else None,
         topic_count=1 + sum(indexed) if indexed_first else -1,
         data_hex_len=2 + 64 * (len(types) - sum(indexed)) if indexed_first else -1,
+        payload_len=32 * len(types),
     )
 
 
@@ -199,9 +202,13 @@ class ContractAbi:
             layout = found
         static_args = layout.static_args
         data_hex = log["data"]
+        payload = b""
         if static_args is not None and len(raw_topics) == layout.topic_count and len(data_hex) == layout.data_hex_len:
             # The common case: the payload is the topics after topic0, then the data, word for word.
-            payload = bytes.fromhex("".join([t[2:] for t in raw_topics[1:]]) + data_hex[2:])
+            topics = [t[2:] for t in raw_topics[1:]]
+            if all(len(t) == 64 for t in topics):  # else (a malformed topic): word by word, as ever
+                payload = bytes.fromhex("".join(topics) + data_hex[2:])
+        if static_args is not None and len(payload) == layout.payload_len:
             args = static_args(payload)
         else:
             args, payload = self._decode_fields(layout, raw_topics, bytes.fromhex(data_hex[2:]))

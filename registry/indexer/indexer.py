@@ -62,7 +62,9 @@ class IndexerConfig:
     finality_depth: int = 64
     header_window: int = 256
     poll_interval: float = 0.1
-    initial_log_range: int = 2_000
+    initial_log_range: int = 100
+    """First ``eth_getLogs`` span, in blocks: a blind guess, since the whole batch is held in memory (about
+    5 kB a log); the fetcher then grows or shrinks it towards ``LogFetcher.TARGET_LOGS`` logs a request."""
     max_log_range: int = 50_000
     verify_ledger: bool = True
     max_backoff: float = 5.0
