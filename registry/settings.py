@@ -48,6 +48,28 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=1200, gt=0)
     max_page_size: int = Field(default=200, gt=0)
     max_body_bytes: int = Field(default=8_000_000, gt=0)
+    # Reminders (registry/reminders.py): days are measured on the indexed chain's block time.
+    reminder_days_before: list[int] = Field(default=[7, 1], description="due-soon notices, days before the due date")
+    reminder_overdue_steps: list[int] = Field(default=[1, 7, 30], description="overdue notices, days after due")
+    reminder_unconfirmed_days: int = Field(default=5, gt=0, description="escalate an unconfirmed registration")
+    reminder_unacknowledged_days: int = Field(default=3, gt=0, description="chase an unacknowledged payment")
+    reminder_interval: float = Field(default=5.0, gt=0, description="reminder worker cycle, seconds")
+    webhook_secret: str | None = Field(default=None, description="HMAC key of webhook bodies; unset: data_dir file")
+    webhook_timeout: float = Field(default=5.0, gt=0)
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = "registry@localhost"
+    notify_max_attempts: int = Field(default=8, ge=1, description="delivery attempts before the dead-letter list")
+    notify_backoff: float = Field(default=2.0, gt=0, description="first retry delay, doubled per attempt, seconds")
+    notify_backoff_cap: float = Field(default=900.0, gt=0, description="longest retry delay, seconds")
+    notify_lease: float = Field(default=60.0, gt=0, description="a send not recorded by then is tried again")
+
+    @field_validator("reminder_days_before", "reminder_overdue_steps")
+    @classmethod
+    def _steps(cls, value: list[int]) -> list[int]:
+        if any(step <= 0 for step in value) or len(set(value)) != len(value):
+            raise ValueError("steps must be distinct positive numbers of days")
+        return sorted(value)
 
     @field_validator("rpc_url")
     @classmethod
