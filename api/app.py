@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from api import problems
 from api.deps import RateLimiter, Services
-from api.routes import core, reports
+from api.routes import actions, core, reports
 from registry.auth import AuthService
 from registry.chain.client import ChainClient
 from registry.chain.contract import RegistryClient
@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app.include_router(core.router)
     app.include_router(reports.router)
+    app.include_router(actions.router)
 
     @app.get("/", include_in_schema=False)
     def root() -> JSONResponse:

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from registry.actions import ActionError
 from registry.auth import AuthError, Forbidden
 from registry.chain.reverts import ContractRevert
 from registry.chain.rpc import NodeUnavailable
@@ -171,6 +172,10 @@ def registry_problem(request: Request, exc: RegistryError) -> JSONResponse:
     if isinstance(exc, InvalidInvoice):
         return problem_response(
             request, 422, "invalid_invoice", str(exc), errors=[{"field": exc.field, "message": exc.message}]
+        )
+    if isinstance(exc, ActionError):
+        return problem_response(
+            request, 422, "invalid_argument", str(exc), errors=[{"field": exc.field, "message": exc.message}]
         )
     if isinstance(exc, AuthError):
         return problem_response(request, 401, f"auth.{exc.reason}", str(exc), headers={"WWW-Authenticate": "Bearer"})

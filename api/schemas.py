@@ -374,3 +374,43 @@ class VolumesPublic(BaseModel):
     period: str
     periods: list[VolumePeriodPublic]
     as_of: AsOf
+
+
+# ---------------------------------------------------------------------------------------- signed writes
+
+
+class PrepareCreate(Strict):
+    """An action's named arguments (see ``registry/actions.py``), e.g. ``{"id": 5, "invoice": {...}}``."""
+
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class TypedDataPublic(BaseModel):
+    """An EIP-712 typed-data document (as ``eth_signTypedData_v4`` takes it)."""
+
+    domain: dict[str, Any]
+    types: dict[str, list[dict[str, str]]]
+    primaryType: str  # the EIP-712 JSON name
+    message: dict[str, Any]
+
+
+class PreparePublic(BaseModel):
+    """What to sign: post ``typed_data.message`` plus your ``signature`` to ``/actions/{action}``."""
+
+    action: str
+    function: str
+    summary: dict[str, Any]
+    typed_data: TypedDataPublic
+
+
+class MetaPublic(BaseModel):
+    """Where the registry lives and how requests to it are signed (public)."""
+
+    chain_id: int
+    registry: str
+    forwarder: str
+    deploy_block: int
+    eip712: dict[str, Any]
+    actions: dict[str, str]
+    certificate_issuer: str
+    registry_abi: list[dict[str, Any]]

@@ -36,6 +36,7 @@ from api.schemas import (
     SessionPublic,
     SignedRequestCreate,
 )
+from registry.actions import ACTIONS
 from registry.auth import Forbidden, Principal
 from registry.chain.reverts import decode_revert
 from registry.checks import CheckResult
@@ -487,33 +488,8 @@ def bulk_check(body: BulkCheckCreate, services: ServicesDep, principal: Principa
 
 # ---------------------------------------------------------------------------------------- writes
 
-# Each lifecycle action has its endpoint; all relay a request the user signed with its own key.
-ACTIONS = {
-    "register": "register",
-    "register-batch": "registerBatch",
-    "confirm": "confirm",
-    "dispute": "dispute",
-    "resolve-dispute": "resolveDispute",
-    "cancel": "cancel",
-    "assign": "assign",
-    "split": "split",
-    "report-payment": "reportPayment",
-    "acknowledge-payment": "acknowledgePayment",
-    "reject-payment": "rejectPayment",
-    "record-payment": "recordPayment",
-    "buy-back": "buyBack",
-    "declare-default": "declareDefault",
-    "write-off": "writeOff",
-    "admit-participant": "admitParticipant",
-    "grant-entity-role": "grantEntityRole",
-    "revoke-entity-role": "revokeEntityRole",
-    "suspend-participant": "suspendParticipant",
-    "reinstate-participant": "reinstateParticipant",
-    "add-key": "addKey",
-    "revoke-key": "revokeKey",
-    "pause": "pause",
-    "unpause": "unpause",
-}
+# Each lifecycle action has its endpoint (registry/actions.py's table); all relay a request the user signed
+# with its own key.
 
 
 def relay(action: str, body: SignedRequestCreate, services: ServicesDep, principal: Principal) -> RelayPublic:
@@ -529,8 +505,9 @@ def relay(action: str, body: SignedRequestCreate, services: ServicesDep, princip
             events.append(
                 EventPublic(name=e.name, args={k: jsonable(v) for k, v in e.args.items()}, log_index=e.log_index)
             )
-            if "id" in e.args and e.name.startswith("Receivable"):
+            if "id" in e.args:  # every registry event about a receivable names it (payments, disputes too)
                 touched.append(int(e.args["id"]))
+            touched.extend(int(p) for p in e.args.get("partIds", ()))
         if outcome.function == "registerBatch":
             rejected = {
                 e.args["line"]: decode_revert(e.args["reason"])

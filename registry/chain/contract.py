@@ -472,17 +472,7 @@ class RegistryClient:
         }
         signable = encode_typed_data(
             domain_data=self.forwarder_domain(),
-            message_types={
-                "ForwardRequest": [
-                    {"name": "from", "type": "address"},
-                    {"name": "to", "type": "address"},
-                    {"name": "value", "type": "uint256"},
-                    {"name": "gas", "type": "uint256"},
-                    {"name": "nonce", "type": "uint256"},
-                    {"name": "deadline", "type": "uint48"},
-                    {"name": "data", "type": "bytes"},
-                ]
-            },
+            message_types={"ForwardRequest": FORWARD_REQUEST_TYPES},
             message_data=message,
         )
         signature = bytes(signer.sign_message(signable).signature)
@@ -496,6 +486,18 @@ class RegistryClient:
         """Submits a user's signed request; the relayer pays gas and can change nothing in it."""
         data = self.forwarder_abi.encode_call("execute", (request.as_execute_arg(),))
         return self.chain.transact(relayer, self.forwarder_address, data)
+
+
+# The EIP-712 type of OpenZeppelin's ERC2771Forwarder request (without the signature).
+FORWARD_REQUEST_TYPES: list[dict[str, str]] = [
+    {"name": "from", "type": "address"},
+    {"name": "to", "type": "address"},
+    {"name": "value", "type": "uint256"},
+    {"name": "gas", "type": "uint256"},
+    {"name": "nonce", "type": "uint256"},
+    {"name": "deadline", "type": "uint48"},
+    {"name": "data", "type": "bytes"},
+]
 
 
 def _word(value: int) -> bytes:
