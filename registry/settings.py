@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=1200, gt=0)
     max_page_size: int = Field(default=200, gt=0)
     max_body_bytes: int = Field(default=8_000_000, gt=0)
+    cli_api_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REGISTRY_CLI_API", "cli_api_url"),
+        description="API the `registry` CLI talks to (REGISTRY_CLI_API); unset: the chain and mirror directly",
+    )
     # Reminders (registry/reminders.py): days are measured on the indexed chain's block time.
     reminder_days_before: list[int] = Field(default=[7, 1], description="due-soon notices, days before the due date")
     reminder_overdue_steps: list[int] = Field(default=[1, 7, 30], description="overdue notices, days after due")

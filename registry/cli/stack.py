@@ -1,63 +1,34 @@
-"""The ``registry`` command line (typer + rich).
-
-Every command reads the one settings object (environment ``REGISTRY_*`` or ``.env``) and exits
-with a code scripts can trust: 0 success, 1 a refused or failed operation, 2 bad usage or setup.
-"""
+"""The local stack: `up`, `serve`, `index`, `chain deploy|status|node`, `demo seed`."""
 
 from __future__ import annotations
 
 import json
 import signal
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from registry.chain.client import ChainClient
 from registry.chain.contract import RegistryClient
 from registry.chain.deployment import Deployment, check_deployment, ensure_deployment
 from registry.chain.node import LocalNode
+from registry.cli._common import JsonOpt, console, errors, fail, rpc_url
 from registry.demo import ADMIN_INDEX, Consortium, seed_demo
 from registry.domain import ROLE_NAMES
-from registry.errors import ConfigurationError, RegistryError
+from registry.errors import RegistryError
 from registry.indexer.indexer import Indexer, IndexerConfig
 from registry.keys import account_from_key, anvil_account
 from registry.settings import Settings, get_settings
 from registry.store.db import make_engine, reset_database
 from registry.store.queries import freshness, status_counts
 
-app = typer.Typer(help="Permissioned receivables registry: chain, demo and audit tools.", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)  # holds `up`, `serve`, `index`; merged into the root app
 chain_app = typer.Typer(help="The local node and the contracts' deployment.", no_args_is_help=True)
 demo_app = typer.Typer(help="The demo consortium.", no_args_is_help=True)
-app.add_typer(chain_app, name="chain")
-app.add_typer(demo_app, name="demo")
-
-console = Console()
-err_console = Console(stderr=True)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """Every expected failure becomes a one-line message and a non-zero exit code."""
-    try:
-        yield
-    except ConfigurationError as exc:
-        raise _fail(str(exc), 2) from None
-    except RegistryError as exc:
-        raise _fail(f"{type(exc).__name__}: {exc}", 1) from None
 
 
 def _admin(settings: Settings) -> Any:
@@ -77,12 +48,8 @@ def _local_node(settings: Settings, block_time: float = 0.0) -> LocalNode:
     )
 
 
-def _rpc_url(settings: Settings) -> str:
-    return settings.rpc_url or f"http://{settings.rpc_host}:{settings.rpc_port}"
-
-
 def _client(settings: Settings) -> RegistryClient:
-    chain = ChainClient(_rpc_url(settings))
+    chain = ChainClient(rpc_url(settings))
     deployment = Deployment.load(settings.deployment_path)
     check_deployment(chain, deployment)
     return RegistryClient(chain, deployment)
@@ -95,8 +62,8 @@ def _client(settings: Settings) -> RegistryClient:
 def chain_deploy(as_json: JsonOpt = False) -> None:
     """Deploy the contracts to the configured node (reuses a deployment that still fits)."""
     settings = get_settings()
-    with _errors():
-        chain = ChainClient(_rpc_url(settings))
+    with errors():
+        chain = ChainClient(rpc_url(settings))
         deployment, created = ensure_deployment(chain, _admin(settings), settings.deployment_path)
     if as_json:
         print(json.dumps({"created": created, **deployment.__dict__}))
@@ -112,7 +79,7 @@ def chain_deploy(as_json: JsonOpt = False) -> None:
 def chain_status(as_json: JsonOpt = False) -> None:
     """Chain height, ledger head and receivables count of the deployment."""
     settings = get_settings()
-    with _errors():
+    with errors():
         client = _client(settings)
         head, count = client.ledger()
         info = {
@@ -140,7 +107,7 @@ def chain_node(block_time: Annotated[float, typer.Option(help="interval mining s
     """Run the local node in the foreground with persistent state under the data directory."""
     settings = get_settings()
     node = _local_node(settings, block_time)
-    with _errors():
+    with errors():
         node.start()
     console.print(f"{settings.node} listening on {node.url} (pid {node.pid}); state in {settings.node_dir}")
     _wait_for_interrupt()
@@ -166,7 +133,7 @@ def index(
 ) -> None:
     """Mirror the chain into SQL: backfill, then follow new blocks (reorg-safe, resumable)."""
     settings = get_settings()
-    with _errors():
+    with errors():
         client = _client(settings)
         engine = make_engine(settings.database)
         if reset:
@@ -195,7 +162,7 @@ def index(
 def demo_seed(as_json: JsonOpt = False) -> None:
     """Admit the demo consortium and, on an empty ledger, seed invoices in every state."""
     settings = get_settings()
-    with _errors():
+    with errors():
         consortium, seeded = seed_demo(_client(settings))
     if as_json:
         print(json.dumps({"members": _members_json(consortium), "seeded": dict(seeded or {})}))
@@ -229,6 +196,36 @@ def _print_consortium(consortium: Consortium) -> None:
 # ---------------------------------------------------------------------------------------- up
 
 
+def _seed(client: RegistryClient, settings: Settings) -> tuple[Consortium, Any]:
+    """``seed_demo`` with the configured number of invoices, where registry.demo supports it."""
+    import inspect
+
+    invoices = getattr(settings, "demo_invoices", None)
+    if invoices is not None and "invoices" in inspect.signature(seed_demo).parameters:
+        return seed_demo(client, invoices=invoices)  # type: ignore[call-arg, unused-ignore]
+    return seed_demo(client)
+
+
+def _print_keystores(consortium: Consortium, settings: Settings) -> None:
+    """Writes the demo identities' keystores (where registry.demo provides it) and says how to use them."""
+    from registry import demo
+    from registry.cli._common import keys_dir, list_keystores
+
+    write = getattr(demo, "write_keystores", None)
+    password = getattr(settings, "demo_password", None)
+    if write is None or password is None:
+        return
+    directory = keys_dir(settings)
+    write(consortium, directory, password)
+    table = Table(title=f"Demo identities: keystores in {directory}, password {password!r} (local use only)")
+    for col in ("identity (--as)", "name", "address", "keystore"):
+        table.add_column(col)
+    for entry in list_keystores(directory):
+        table.add_row(entry.path.stem, entry.name, entry.address or "-", str(entry.path))
+    console.print(table)
+    console.print("act as one: `registry invoices list --as NAME` (password from REGISTRY_KEYSTORE_PASSWORD)")
+
+
 @app.command("up")
 def up(
     block_time: Annotated[float | None, typer.Option(help="interval mining seconds (default: settings)")] = None,
@@ -238,20 +235,20 @@ def up(
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.rpc_url:
-        raise _fail("`registry up` runs a local node; unset REGISTRY_RPC_URL to use it", 2)
+        raise fail("`registry up` runs a local node; unset REGISTRY_RPC_URL to use it", 2)
     # Automine while deploying and seeding (fast), then interval mining like a QBFT network.
     node = _local_node(settings, block_time=0)
     indexer: Indexer | None = None
     indexing: threading.Thread | None = None
     api: _ApiServer | None = None
-    with _errors():
+    with errors():
         node.start()
     try:
-        with _errors():
+        with errors():
             chain = ChainClient(node.url)
             deployment, created = ensure_deployment(chain, _admin(settings), settings.deployment_path)
             client = RegistryClient(chain, deployment)
-            consortium, seeded = seed_demo(client)
+            consortium, seeded = _seed(client, settings)
             engine = make_engine(settings.database)
             if created:
                 reset_database(engine)  # a mirror of a previous chain means nothing now
@@ -286,6 +283,7 @@ def up(
             f"api       {api.url} (docs {api.url}/docs)" if api.url else f"api       not started: {api.error}"
         )
         _print_consortium(consortium)
+        _print_keystores(consortium, settings)
         if exit_after_seed:
             return
         console.print("Press Ctrl-C to stop; the next `make up` resumes where this one stopped.")
@@ -360,7 +358,7 @@ def serve(
     settings = get_settings()
     update: dict[str, Any] = {k: v for k, v in (("api_host", host), ("api_port", port)) if v is not None}
     settings = settings.model_copy(update=update) if update else settings
-    with _errors():
+    with errors():
         application = create_app(settings)
     console.print(f"API at {settings.api_url} (docs {settings.api_url}/docs); Ctrl-C stops")
     uvicorn.run(application, host=settings.api_host, port=settings.api_port, log_level="info")
@@ -379,122 +377,3 @@ def _wait_for_interrupt() -> None:
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
-
-
-# ---------------------------------------------------------------------------------------- audit
-
-audit_app = typer.Typer(help="Auditor tools: check the ledger and the mirror against the chain.", no_args_is_help=True)
-app.add_typer(audit_app, name="audit")
-
-
-@audit_app.command("verify")
-def audit_verify(
-    rpc_url: Annotated[str | None, typer.Option("--rpc-url", help="JSON-RPC URL (default: settings)")] = None,
-    deployment: Annotated[str | None, typer.Option("--deployment", help="deployment file (default: settings)")] = None,
-    database: Annotated[
-        str | None,
-        typer.Option("--database", help="mirror to check (default: the configured database, or the default SQLite)"),
-    ] = None,
-    ledger_only: Annotated[bool, typer.Option("--ledger-only", help="check the ledger hash chain only")] = False,
-    block: Annotated[
-        int | None, typer.Option("--block", help="ledger-only: audit as of this block (default: latest)")
-    ] = None,
-    json_path: Annotated[str | None, typer.Option("--json", help="write the full result as JSON to this path")] = None,
-) -> None:
-    """Recompute the ledger hash chain from the chain's events and compare the mirror with the contract's
-    state at the mirror's block. Exit 0: everything agrees; 1: differences (each named); 2: setup error."""
-    from pathlib import Path
-
-    from registry.audit import default_database, render, run_audit
-
-    settings = get_settings()
-    database_url = None if ledger_only else (database or default_database(settings))
-    try:
-        result = run_audit(
-            rpc_url or _rpc_url(settings),
-            Path(deployment) if deployment else settings.deployment_path,
-            database_url,
-            block=block,
-            max_log_range=settings.max_log_range,
-        )
-    except RegistryError as exc:
-        raise _fail(f"audit not completed: {exc}", 2) from None
-    render(result, console)
-    if json_path:
-        result.write_json(Path(json_path))
-        console.print(f"full result written to {json_path}")
-    raise typer.Exit(0 if result.agrees else 1)
-
-
-certificate_app = typer.Typer(help="Search certificates issued by the API.", no_args_is_help=True)
-audit_app.add_typer(certificate_app, name="certificate")
-
-
-@certificate_app.command("verify")
-def certificate_verify(
-    path: Annotated[str, typer.Argument(metavar="FILE", help="the certificate JSON (the body of POST /certificates)")],
-    issuer: Annotated[
-        str | None, typer.Option("--issuer", help="the registry operator's address the signature must be by")
-    ] = None,
-    rpc_url: Annotated[
-        str | None, typer.Option("--rpc-url", help="also check the block hash and ledger head on this node")
-    ] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Verify a search certificate offline: canonical form, digest, EIP-191 signature by its issuer (and
-    by --issuer). With --rpc-url, also that the chain has that block hash and ledger head at that block.
-    Exit 0: valid; 1: invalid (altered, wrong signer, chain disagrees); 2: unreadable or no node."""
-    from pathlib import Path
-
-    from registry.certificates import CertificateInvalid, check_against_chain, load_certificate, verify_certificate
-
-    try:
-        verified = verify_certificate(load_certificate(Path(path)), issuer=issuer)
-    except CertificateInvalid as exc:
-        raise _fail(f"certificate invalid ({exc.reason}): {exc}", 2 if exc.reason == "malformed" else 1) from None
-    problems: list[str] = []
-    if rpc_url:
-        try:
-            problems = check_against_chain(verified, rpc_url)
-        except RegistryError as exc:
-            raise _fail(f"cannot check against the chain: {exc}", 2) from None
-    summary = {
-        "valid": not problems,
-        "issuer": verified.issuer,
-        "block": verified.block,
-        "block_hash": verified.block_hash,
-        "ledger_head": verified.ledger_head,
-        "ledger_count": verified.ledger_count,
-        "chain_id": verified.chain_id,
-        "registry": verified.registry,
-        "issued_at": verified.issued_at,
-        "registrations": verified.registrations,
-        "statement": verified.statement,
-        "checked_on_chain": bool(rpc_url),
-        "problems": problems,
-    }
-    if as_json:
-        print(json.dumps(summary))
-    else:
-        console.print(
-            f"signature valid: issued by {verified.issuer}" + ("" if issuer else " (pass --issuer to pin it)")
-        )
-        console.print(f"as of block {verified.block} ({verified.block_hash}) on chain {verified.chain_id}")
-        console.print(f"ledger head {verified.ledger_head} after {verified.ledger_count} events")
-        console.print(verified.statement)
-        if rpc_url:
-            console.print("chain agrees" if not problems else "[bold red]chain disagrees:[/]")
-        for problem in problems:
-            console.print(f"  - {problem}")
-    raise typer.Exit(1 if problems else 0)
-
-
-def main() -> None:
-    try:
-        app()
-    except BrokenPipeError:
-        sys.exit(0)
-
-
-if __name__ == "__main__":
-    main()
