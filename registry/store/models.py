@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -271,3 +272,48 @@ class RelayedRequest(Base):
 
 VERSIONED_TABLES = (Receivable, Participant, ParticipantKey, PaymentClaimRow)
 APPEND_ONLY_TABLES = (RawEvent, Assignment, Payment, Rejection, BlockHeader)
+
+
+class AnomalyFlag(Base):
+    """An anomaly flag of ``registry.anomalies``: one row per (kind, receivable), so a rescan never
+    duplicates it. ``state``: ``open``; ``cleared`` by a person with a note (a rescan leaves a cleared flag
+    cleared); ``retired`` when a reorg removed the evidence (a rescan that finds it again reopens it).
+    ``evidence_block`` is the newest block whose event the statistic used: a rollback below it retires the
+    flag. Not versioned by block like the mirror's rows: the flag's own history is its state and stamps."""
+
+    __tablename__ = "anomaly_flags"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))  # registry.anomalies.Kind
+    receivable_id: Mapped[int] = mapped_column(BigInteger)
+    severity: Mapped[str] = mapped_column(String(8))  # registry.anomalies.Severity
+    score: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)
+    related_id: Mapped[int | None] = mapped_column(BigInteger)  # e.g. the earlier near-duplicate
+    evidence_block: Mapped[int] = mapped_column(BigInteger)
+    raised_block: Mapped[int] = mapped_column(BigInteger)  # the scan's as-of block when (re)raised
+    state: Mapped[str] = mapped_column(String(8))  # registry.anomalies.FlagState
+    raised_at: Mapped[float] = mapped_column(Float)
+    cleared_by: Mapped[str | None] = mapped_column(String(42))  # the clearing key's address
+    cleared_entity: Mapped[int | None] = mapped_column(Integer)
+    clear_note: Mapped[str | None] = mapped_column(Text)
+    cleared_at: Mapped[float | None] = mapped_column(Float)
+    retired_block: Mapped[int | None] = mapped_column(BigInteger)  # the reorg's common ancestor
+
+    __table_args__ = (
+        UniqueConstraint("kind", "receivable_id", name="uq_anomaly_flags_kind_receivable"),
+        Index("ix_anomaly_flags_receivable_id", "receivable_id"),
+        Index("ix_anomaly_flags_state_evidence", "state", "evidence_block"),
+    )
+
+
+class AnomalyScanBlock(Base):
+    """Blocks the anomaly scanner has seen, with hash and time: the highest is its watermark (scans are
+    incremental from it; a hash the chain no longer has means a reorg), and all of them are its clock's
+    anchors for blocks whose headers the indexer has already pruned."""
+
+    __tablename__ = "anomaly_scan_blocks"
+
+    block_number: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    block_hash: Mapped[str] = mapped_column(String(66))
+    timestamp: Mapped[int] = mapped_column(BigInteger)
