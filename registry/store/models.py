@@ -274,6 +274,82 @@ VERSIONED_TABLES = (Receivable, Participant, ParticipantKey, PaymentClaimRow)
 APPEND_ONLY_TABLES = (RawEvent, Assignment, Payment, Rejection, BlockHeader)
 
 
+# ---------------------------------------------------------------------------------------- reminders
+# The reminder worker's outbox (registry/reminders.py). Not derived from blocks, so a reorg's rollback
+# leaves it alone: the worker itself withdraws a notice whose reason vanished before it was delivered.
+
+
+class Notice(Base):
+    """A reminder or escalation for one recipient entity; ``id`` is a hash of what it is about, so a
+    rescan finds the notice it already made (states: active, withdrawn)."""
+
+    __tablename__ = "notices"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))  # registry.reminders.NoticeKind
+    step: Mapped[int] = mapped_column(Integer)  # days before / after, by kind (0 for due_today)
+    recipient: Mapped[int] = mapped_column(Integer, index=True)
+    receivable_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    claim_id: Mapped[int | None] = mapped_column(BigInteger)
+    due_at: Mapped[int] = mapped_column(BigInteger)  # block time the notice became due (its threshold)
+    as_of_block: Mapped[int] = mapped_column(BigInteger)  # mirror block whose time first reached it
+    as_of_timestamp: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[str] = mapped_column(Text)  # JSON, the body delivered
+    created_at: Mapped[float] = mapped_column(Float)
+    withdrawn_at: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_notices_state_as_of_block", "state", "as_of_block"),)
+
+
+class NoticeSubscription(Base):
+    """Where a participant wants its notices: a webhook URL or an e-mail address, for some kinds."""
+
+    __tablename__ = "notice_subscriptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entity_id: Mapped[int] = mapped_column(Integer, index=True)
+    channel: Mapped[str] = mapped_column(String(16))  # webhook, email
+    target: Mapped[str] = mapped_column(String(2000))
+    kinds: Mapped[str] = mapped_column(String(200))  # comma-separated kinds; empty: every kind
+    active: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class NoticeDelivery(Base):
+    """One notice to one subscription (states: pending, sending, delivered, dead, withdrawn)."""
+
+    __tablename__ = "notice_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    notice_id: Mapped[str] = mapped_column(String(64))
+    subscription_id: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[float] = mapped_column(Float)  # wall clock; while sending: the lease's end
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("uq_notice_deliveries_notice_subscription", "notice_id", "subscription_id", unique=True),
+        Index("ix_notice_deliveries_state_next", "state", "next_attempt_at"),
+    )
+
+
+class NoticeAttempt(Base):
+    """One attempt to deliver: append-only, the history behind a dead letter."""
+
+    __tablename__ = "notice_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(Integer, index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[float] = mapped_column(Float)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
 class AnomalyFlag(Base):
     """An anomaly flag of ``registry.anomalies``: one row per (kind, receivable), so a rescan never
     duplicates it. ``state``: ``open``; ``cleared`` by a person with a note (a rescan leaves a cleared flag
