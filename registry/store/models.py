@@ -393,3 +393,72 @@ class AnomalyScanBlock(Base):
     block_number: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     block_hash: Mapped[str] = mapped_column(String(66))
     timestamp: Mapped[int] = mapped_column(BigInteger)
+
+
+# ---------------------------------------------------------------------------------------- auto-approval
+# Factors' policies and the offers they decided (registry/approval.py). Not derived from blocks: a reorg's
+# rollback leaves them alone (an offer's transaction hash and block say what was relayed).
+
+
+class ApprovalPolicy(Base):
+    """A factor's auto-approval policy (one row per factor entity; ``rules`` is its JSON form). The row
+    is also the lock that serialises the factor's decisions on PostgreSQL (SELECT ... FOR UPDATE)."""
+
+    __tablename__ = "approval_policies"
+
+    factor: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    rules: Mapped[str] = mapped_column(Text)
+    updated_by: Mapped[str] = mapped_column(String(42))
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class Offer(Base):
+    """A holder's signed ``assign`` request offered to a factor, by its digest (states: queued, accepted,
+    assigned, declined, failed, expired). ``amount`` is the unpaid balance at the offer: the exposure
+    it adds; ``rule`` the rule that made the latest decision, ``rules`` every rule's result (JSON)."""
+
+    __tablename__ = "offers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    factor: Mapped[int] = mapped_column(Integer)
+    holder: Mapped[int] = mapped_column(Integer, index=True)
+    signer: Mapped[str] = mapped_column(String(42))
+    receivable_id: Mapped[int] = mapped_column(BigInteger)
+    debtor: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    face_value: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    advance: Mapped[int] = mapped_column(BigInteger)
+    recourse: Mapped[bool] = mapped_column(Boolean)
+    terms_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    deadline: Mapped[int] = mapped_column(BigInteger)
+    request: Mapped[str] = mapped_column(Text)  # the signed request's JSON (registry.relay.request_json)
+    state: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str] = mapped_column(String(32))
+    rules: Mapped[str] = mapped_column(Text)
+    policy_version: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+    decided_at: Mapped[float] = mapped_column(Float)
+    tx_hash: Mapped[str | None] = mapped_column(String(66))
+    block_number: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_offers_factor_state_currency", "factor", "state", "currency"),)
+
+
+class OfferDecision(Base):
+    """Every decision on an offer, append-only: by the policy, a person (their key) or the relayer."""
+
+    __tablename__ = "offer_decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    offer_id: Mapped[int] = mapped_column(Integer, index=True)
+    at: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(42))  # "policy", "relayer" or the deciding key's address
+    outcome: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+    rules: Mapped[str] = mapped_column(Text)
