@@ -18,6 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # Anvil's well-known test mnemonic: every key derived from it is public. Local chains only.
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
 
+# The demo consortium's keystores are encrypted with this password unless REGISTRY_DEMO_PASSWORD says
+# otherwise. Demo only: it is printed by `registry up` and guards nothing but Anvil's public test keys.
+DEMO_PASSWORD = "registry-demo"
+DEMO_INVOICES = 1000
+
 
 class Settings(BaseSettings):
     """Configuration of every component (chain, node, deployment, demo)."""
@@ -53,6 +58,14 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REGISTRY_CLI_API", "cli_api_url"),
         description="API the `registry` CLI talks to (REGISTRY_CLI_API); unset: the chain and mirror directly",
     )
+    keys_dir: Path = Field(
+        default_factory=lambda data: Path(data["data_dir"]) / "keys",
+        description="the demo identities' keystores (Web3 Secret Storage v3); unset: data_dir/keys",
+    )
+    demo_password: str = Field(
+        default=DEMO_PASSWORD, min_length=1, description="password of the demo keystores (demo only, printed)"
+    )
+    demo_invoices: int = Field(default=DEMO_INVOICES, ge=0, description="invoices `up` seeds into an empty ledger")
     # Reminders (registry/reminders.py): days are measured on the indexed chain's block time.
     reminder_days_before: list[int] = Field(default=[7, 1], description="due-soon notices, days before the due date")
     reminder_overdue_steps: list[int] = Field(default=[1, 7, 30], description="overdue notices, days after due")
