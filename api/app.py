@@ -9,11 +9,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
 
-from api import problems
+from api import portal, problems
 from api.deps import RateLimiter, Services
-from api.routes import actions, core, reports
+from api.routes import actions, audit, core, reports
 from registry.auth import AuthService
 from registry.chain.client import ChainClient
 from registry.chain.contract import RegistryClient
@@ -107,9 +106,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(core.router)
     app.include_router(reports.router)
     app.include_router(actions.router)
-
-    @app.get("/", include_in_schema=False)
-    def root() -> JSONResponse:
-        return JSONResponse({"service": "receivables registry", "docs": "/docs", "openapi": "/openapi.json"})
+    app.include_router(audit.router)
+    portal.install(app)
 
     return app
