@@ -19,6 +19,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +75,25 @@ class IndexerConfig:
     """Give up (re-raise) after the node has failed for this many seconds in a row; None: never."""
     max_retries: int = 100
     """Give up after this many consecutive ranges the chain changed under (a reorg storm)."""
+    prefetch: bool = True
+    """While a batch is written, read the next range (logs, headers, the contract's ledger) on a second
+    thread: the node's work and the database's overlap. What was read ahead is checked exactly as a
+    foreground read is (pinned end block, header chain onto the cursor), and discarded if the cursor moved."""
+
+
+@dataclass
+class _Read:
+    """One range as read from the node, not yet checked against the cursor."""
+
+    start: int
+    end: int
+    pin: dict[str, Any]
+    logs: list[dict[str, Any]]
+    last: int
+    headers: dict[int, dict[str, Any]]
+    events: list[Any]
+    ledger: tuple[bytes, int] | None
+    """The contract's ``ledger()`` at the range's last block, when read ahead."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +238,8 @@ class Indexer:
         self._started = False
         self._target: int | None = None  # index no further than this block (None: the chain's head)
         self._caught_up = False  # whether the last step found the cursor at the head (or target)
+        self._ahead: Future[_Read] | None = None  # the next range, being read while a batch is written
+        self._reader: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -233,6 +256,10 @@ class Indexer:
         self._started = True
 
     def close(self) -> None:
+        self._drop_read_ahead()
+        if self._reader is not None:
+            self._reader.shutdown(wait=True)
+            self._reader = None
         self.lock.release()
         self._started = False
 
@@ -360,33 +387,32 @@ class Indexer:
         if cursor.block_number >= end:
             self._caught_up = True
             return 0
-        # The block that bounds this read, pinned by hash before the logs are fetched: if it still has this
-        # hash afterwards, the logs and the headers below come from the same fork. (Without the pin, a reorg
-        # between the two reads that only replaced blocks without registry logs would go unnoticed, and the
-        # new blocks' logs would be skipped for good.)
-        pin = head if end == tip else self._header(end)
         start = cursor.block_number + 1
-        try:
-            logs, last = self.fetcher.fetch(start, end)
-        except RpcError as exc:
-            if _is_missing_block(exc):
-                raise Retry from exc  # the chain shrank while we read it: look again
-            raise
-        headers = self._headers_for(start, last, end, logs)
-        if headers[end]["hash"] != pin["hash"]:
+        read = self._take_read_ahead(start, end)
+        if read is None:
+            # The block that bounds this read, pinned by hash before the logs are fetched: if it still has
+            # this hash afterwards, the logs and the headers below come from the same fork. (Without the
+            # pin, a reorg between the two reads that only replaced blocks without registry logs would go
+            # unnoticed, and the new blocks' logs would be skipped for good.)
+            read = self._read(start, end, head if end == tip else None, ahead=False)
+        logs, last, headers, events = read.logs, read.last, read.headers, read.events
+        if headers[read.end]["hash"] != read.pin["hash"]:
             raise Retry  # the chain changed while the logs were read
         if cursor.block_hash and headers[start]["parentHash"] != cursor.block_hash:
             raise Retry  # reorg between the cursor check and now; detected on the next attempt
         for entry in logs:
             if headers[int(entry["blockNumber"], 16)]["hash"] != entry["blockHash"]:
                 raise Retry
-        events = [e for e in (self.abi.decode_log(entry) for entry in logs) if e is not None]
+        if last < end and self.config.prefetch and not self._stop.is_set():
+            if self._reader is None:
+                self._reader = ThreadPoolExecutor(1, thread_name_prefix="indexer-read-ahead")
+            self._ahead = self._reader.submit(self._read, last + 1, end, None, True)
         end_header = headers[last]
         with self.engine.begin() as conn:
             batch = Batch(conn, cursor.ledger)
             ledger = batch.apply(events)
             if self.config.verify_ledger and events:
-                self._verify_ledger(ledger, end_header["hash"])
+                self._verify_ledger(ledger, end_header["hash"], read.ledger)
             batch.flush()
             self._store_headers(conn, headers, last)
             write_cursor(
@@ -407,6 +433,54 @@ class Indexer:
         if self.on_batch is not None:
             self.on_batch(last, len(events))
         return last - cursor.block_number
+
+    def _read(self, start: int, end: int, pin: dict[str, Any] | None, ahead: bool) -> _Read:
+        """Logs of [start, last <= end], their headers and events; read ahead, also the contract's ledger
+        at ``last`` (by block hash). Checks nothing against the cursor: the caller does."""
+        pin = pin if pin is not None else self._header(end)
+        try:
+            logs, last = self.fetcher.fetch(start, end)
+        except RpcError as exc:
+            if _is_missing_block(exc):
+                raise Retry from exc  # the chain shrank while we read it: look again
+            raise
+        headers = self._headers_for(start, last, end, logs)
+        events = [e for e in (self.abi.decode_log(entry) for entry in logs) if e is not None]
+        ledger = (
+            self._contract_ledger(headers[last]["hash"]) if ahead and events and self.config.verify_ledger else None
+        )
+        return _Read(start, end, pin, logs, last, headers, events, ledger)
+
+    def _take_read_ahead(self, start: int, end: int) -> _Read | None:
+        """What the read-ahead thread read, if it starts at ``start`` and ends within ``end``; else None
+        (a failed read-ahead is read again in the foreground, with the foreground's error handling)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return None
+        try:
+            read = ahead.result()
+        except Exception:  # any failure: read again in the foreground
+            return None
+        return read if read.start == start and read.end <= end else None
+
+    def _drop_read_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and not ahead.cancel():
+            with suppress(Exception):  # discarded anyway
+                ahead.result()
+
+    def _contract_ledger(self, block_hash: str) -> tuple[bytes, int]:
+        data = "0x" + self.abi.encode_call("ledger", ()).hex()
+        try:
+            result = self.chain.rpc.call(
+                "eth_call", [{"to": self.deployment.registry, "data": data}, {"blockHash": block_hash}]
+            )
+        except RpcError as exc:
+            if _is_missing_block(exc):
+                raise Retry from exc  # the block is gone (reorg): retry the range
+            raise
+        head, count = self.abi.decode_output("ledger", bytes.fromhex(result[2:]))
+        return bytes(head), int(count)
 
     def _header(self, block: int | str) -> dict[str, Any]:
         """One block header; :class:`Retry` if the block is not (or no longer) there."""
@@ -465,22 +539,17 @@ class Indexer:
         keep_from = last - self.config.header_window
         conn.execute(delete(table).where(table.c.number < keep_from))
 
-    def _verify_ledger(self, ledger: LedgerPosition, block_hash: str) -> None:
-        """The contract's ``ledger()`` at ``block_hash`` must equal the mirror's. A disagreement is read
-        again a few times before it counts: Anvil answers calls pinned to the block it has just mined
-        from an unsettled state for a few milliseconds while it mines the next one (measured: about one
-        call in ten under a steady write load), which is no divergence of the mirror."""
-        data = "0x" + self.abi.encode_call("ledger", ()).hex()
+    def _verify_ledger(self, ledger: LedgerPosition, block_hash: str, known: tuple[bytes, int] | None = None) -> None:
+        """The contract's ``ledger()`` at ``block_hash`` must equal the mirror's (``known``: as read
+        ahead). A disagreement is read again a few times before it counts: Anvil answers calls pinned to
+        the block it has just mined from an unsettled state for a few milliseconds while it mines the next
+        one (measured: about one call in ten under a steady write load), which is no divergence of the
+        mirror."""
+        if known == (ledger.head, ledger.count):
+            return
+        head, count = b"", -1
         for delay in (*_LEDGER_REREADS, None):
-            try:
-                result = self.chain.rpc.call(
-                    "eth_call", [{"to": self.deployment.registry, "data": data}, {"blockHash": block_hash}]
-                )
-            except RpcError as exc:
-                if _is_missing_block(exc):
-                    raise Retry from exc  # the block is gone (reorg): retry the range
-                raise
-            head, count = self.abi.decode_output("ledger", bytes.fromhex(result[2:]))
+            head, count = self._contract_ledger(block_hash)
             if head == ledger.head and count == ledger.count:
                 return
             if delay is not None:

@@ -335,6 +335,65 @@ def test_reorg_between_the_log_read_and_the_header_read_is_not_missed(stack: Sta
     engine.dispose()
 
 
+def test_read_ahead_of_a_range_the_chain_then_replaces_is_rolled_back(stack: Stack, sqlite_url: str) -> None:
+    """The next range is read on a second thread while a batch is written. Here it is read completely,
+    then the chain replaces exactly those blocks (the original registration of an invoice dropped, a
+    rival's in its place): what was read ahead is consistent with the old fork, so it may be committed,
+    and the next step must find the cursor off the chain and roll it back."""
+    engine = make_engine(sqlite_url)
+    tag = f"AHEAD{next(_tags)}"
+    key_invoice = invoice(stack, f"{tag}-KEY")
+    original, rival = stack.consortium.creditors[0], stack.consortium.creditors[1]
+    config = IndexerConfig(initial_log_range=2, max_log_range=2)
+    with Indexer(stack.chain, stack.deployment, engine, config) as indexer:
+        indexer.sync()
+        activity(stack, 2, f"{tag}-pre")
+        stack.chain.wait_many([send(stack, original.account, "register", key_invoice.as_contract_input())], 60)
+        activity(stack, 3, f"{tag}-post")
+        taken: list[bool] = []
+        take = indexer._take_read_ahead
+
+        def spy(start: int, end: int) -> object:
+            read = take(start, end)
+            taken.append(read is not None)
+            return read
+
+        indexer._take_read_ahead = spy  # type: ignore[method-assign]
+        reorged: list[int] = []
+
+        def on_batch(last: int, events: int) -> None:
+            ahead = indexer._ahead
+            if reorged or ahead is None:
+                return
+            ahead.result()  # read completely, from the chain as it is now
+            depth = stack.chain.block_number() - last  # every block after the cursor
+            stack.chain.rpc.call("anvil_reorg", [depth, [[signed_registration(stack, rival, key_invoice), 0]]])
+            reorged.append(depth)
+
+        indexer.on_batch = on_batch
+        indexer.sync()
+    stack.forget_nonces()
+    assert reorged and reorged[0] >= 3, reorged
+    assert any(taken), "the read-ahead was never used"
+    check_mirror(engine, stack.chain, stack.deployment)
+    assert [creditor for _, creditor in key_holders(engine, key_invoice.key)[0]] == [rival.entity]
+    engine.dispose()
+
+
+def test_read_ahead_gives_the_mirror_a_foreground_read_gives(stack: Stack, sqlite_url: str) -> None:
+    activity(stack, 12, f"AHEADEQ{next(_tags)}")
+    ahead, plain = make_engine(sqlite_url), make_engine(sqlite_url.replace(".db", "-plain.db"))
+    small = {"initial_log_range": 3, "max_log_range": 3}
+    with Indexer(stack.chain, stack.deployment, ahead, IndexerConfig(**small)) as indexer:
+        indexer.sync()
+    with Indexer(stack.chain, stack.deployment, plain, IndexerConfig(prefetch=False, **small)) as indexer:
+        indexer.sync()
+    assert table_rows(ahead) == table_rows(plain)
+    check_mirror(ahead, stack.chain, stack.deployment)
+    ahead.dispose()
+    plain.dispose()
+
+
 # ---------------------------------------------------------------------------------------- chain reset
 
 
