@@ -55,6 +55,10 @@ class LedgerMismatch(IndexerError):
     """Raised when the mirror's ledger hash differs from the contract's at the same block."""
 
 
+class StateUnavailable(IndexerError):
+    """The node has a block but not its state (pruned): the ledger check cannot run there."""
+
+
 class Retry(Exception):
     """The chain moved under a batch (a reorg between two reads): fetch the range again."""
 
@@ -204,6 +208,13 @@ def _is_missing_block(exc: RpcError) -> bool:
     return exc.code != -32601 and (
         exc.code == -32001 or "not found" in text or "unknown block" in text or "blockoutofrange" in text
     )
+
+
+def _is_missing_state(exc: RpcError) -> bool:
+    """The block is known but its state is not (geth "missing trie node", Besu "world state not available",
+    Erigon/Reth "pruned", Anvil "state ... not available")."""
+    text = exc.message.lower()
+    return "missing trie node" in text or "pruned" in text or ("state" in text and "not available" in text)
 
 
 def _is_too_large(exc: RpcError) -> bool:
@@ -476,8 +487,15 @@ class Indexer:
                 "eth_call", [{"to": self.deployment.registry, "data": data}, {"blockHash": block_hash}]
             )
         except RpcError as exc:
-            if _is_missing_block(exc):
-                raise Retry from exc  # the block is gone (reorg): retry the range
+            if _is_missing_block(exc) or _is_missing_state(exc):
+                if self.chain.rpc.call("eth_getBlockByHash", [block_hash, False]) is None:
+                    raise Retry from exc  # the block is gone (reorg): retry the range
+                raise StateUnavailable(
+                    f"the node has the block {block_hash} but cannot run ledger() at it ({exc.message}): it keeps "
+                    "no state that old (a pruned node?). Every batch's ledger hash is checked against the "
+                    "contract at the batch's last block: index from an archive node, or from one that keeps "
+                    "the state of recent blocks and start the mirror within that window."
+                ) from exc
             raise
         head, count = self.abi.decode_output("ledger", bytes.fromhex(result[2:]))
         return bytes(head), int(count)

@@ -222,3 +222,33 @@ def test_replaying_the_same_range_changes_nothing(stack: Stack, database_url: st
         assert table_rows(engine, volatile=True) == before
     check_mirror(engine, stack.chain, stack.deployment)
     engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["missing trie node 5f1c... (path )", "world state not available for block", "header not found"],
+)
+def test_a_node_without_the_state_of_a_block_stops_with_a_clear_message(
+    stack: Stack, sqlite_url: str, message: str
+) -> None:
+    """A pruned node has the block but cannot run ledger() at it: the indexer must say so and stop, not
+    take it for a reorg and read the range again for ever. Nothing is committed."""
+    from registry.chain.rpc import RpcError
+    from registry.indexer.indexer import StateUnavailable
+
+    engine = make_engine(sqlite_url)
+    chain = ChainClient(stack.chain.url)
+    call = chain.rpc.call
+
+    def pruned(method: str, params: Any = None) -> Any:
+        if method == "eth_call" and isinstance(params, list) and len(params) > 1 and "blockHash" in params[1]:
+            raise RpcError(method, -32000, message)
+        return call(method, params)
+
+    chain.rpc.call = pruned  # type: ignore[method-assign]
+    with Indexer(chain, stack.deployment, engine) as indexer:
+        with pytest.raises(StateUnavailable, match="keeps no state that old"):
+            indexer.sync()
+        assert indexer.cursor().block_number == stack.deployment.deploy_block - 1
+    engine.dispose()
+    chain.close()
