@@ -1,0 +1,149 @@
+"""`--json` on reads prints only JSON; `--help` of every group and command works; keys create/list;
+participants admin through the CLI; finance check, payee and priority; demo identities by name."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from pathlib import Path
+
+import pytest
+import typer
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from registry.chain.contract import RegistryClient
+from registry.cli import app
+from registry.demo import Member
+from registry.indexer.indexer import Indexer
+from registry.invoice import format_amount
+from registry.keys import anvil_account
+from tests.cli.conftest import PASSWORD, Run, json_out
+from tests.cli.test_lifecycle import import_key
+from tests.conftest import InvoiceFactory
+
+
+def _commands(group: typer.Typer) -> list[list[str]]:
+    root = get_command(group)
+    paths: list[list[str]] = []
+
+    def walk(command: object, path: list[str]) -> None:
+        paths.append(path)
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(root, [])
+    return paths
+
+
+def test_help_of_every_group_and_command() -> None:
+    paths = _commands(app)
+    groups = {p[0] for p in paths if p}
+    assert {"keys", "participants", "invoices", "finance", "pay", "audit", "chain", "demo", "up", "serve"} <= groups
+    for path in paths:
+        result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage" in result.output
+
+
+def test_keys_create_lists_the_new_identity_with_its_address(run: Run, cli_env: object, tmp_path: Path) -> None:
+    created = json_out(run("keys", "create", "treasury", "--json"))
+    assert created["keystore"].endswith("treasury.json")
+    again = run("keys", "create", "Treasury", "--json")
+    assert again.exit_code == 2 and "exists already" in again.stderr
+    listed = json_out(run("keys", "list", "--json"))["identities"]
+    assert [(i["name"], i["address"], i["entity"]) for i in listed] == [("treasury", created["address"], None)]
+
+
+def test_demo_identities_index_is_honoured(run: Run, cli_env: object, creditor: Member) -> None:
+    from registry.cli._common import keys_dir
+    from registry.keys import save_keystore
+    from registry.settings import get_settings
+
+    directory = keys_dir(get_settings())
+    save_keystore(creditor.account, directory / "creditor-shenzhen-components.json", PASSWORD)
+    index = {
+        "identities": [
+            {"name": creditor.name, "address": creditor.address, "file": "creditor-shenzhen-components.json"}
+        ]
+    }
+    (directory / "identities.json").write_text(json.dumps(index))
+    shown = json_out(run("keys", "show", creditor.name, "--json"))
+    assert shown["address"] == creditor.address
+    assert json_out(run("keys", "show", "creditor-shenzhen-components", "--json"))["label"] == creditor.name
+
+
+def test_reads_print_only_json(
+    run: Run,
+    mode: list[str],
+    registry: RegistryClient,
+    creditor: Member,
+    debtor: Member,
+    factor: Member,
+    make_invoice: InvoiceFactory,
+    live_indexer: Indexer,
+) -> None:
+    import_key(run, "supplier", creditor)
+    import_key(run, "bank", factor)
+    invoice = make_invoice()
+    rid = registry.register(creditor.account, invoice)
+    registry.confirm(debtor.account, rid, invoice.fingerprint)
+    result = registry.assign(creditor.account, rid, factor.entity, invoice.face_value // 2)
+    wait_indexed(live_indexer, result.block_number)
+    fields = [
+        "--debtor", invoice.debtor, "--number", invoice.invoice_number.lower(), "--amount",
+        format_amount(invoice.face_value, "CNY"), "--currency", "CNY", "--issue-date", _date(invoice.issue_date),
+        "--due-date", _date(invoice.due_date),
+    ]  # fmt: skip
+    checked = json_out(run("finance", "check", *fields, "--as", "bank", *mode, "--json"))["results"][0]
+    assert (checked["registered"], checked["financed"], checked["receivable_id"]) == (True, True, rid)
+    page = json_out(run("invoices", "list", "--as", "supplier", "--creditor", creditor.entity, *mode, "--json"))
+    assert rid in [r["id"] for r in page["items"]]
+    priority = json_out(run("finance", "priority", "0x" + invoice.key.hex(), "--as", "bank", *mode, "--json"))
+    assert priority["claims"][0]["receivable_id"] == rid
+    human = run("finance", "check", *fields, "--as", "bank", *mode)
+    assert human.exit_code == 0 and f"already registered as receivable {rid}" in human.stdout
+
+
+def _date(unix: int) -> str:
+    return datetime.datetime.fromtimestamp(unix, tz=datetime.UTC).date().isoformat()
+
+
+def wait_indexed(indexer: Indexer, block: int) -> None:
+    """Until the live indexer has mirrored ``block`` (it follows the chain on its own thread)."""
+    for _ in range(400):
+        cursor = indexer.cursor()
+        if cursor is not None and cursor.block_number >= block:
+            return
+        time.sleep(0.025)
+    raise AssertionError(f"block {block} not indexed")
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_participants_admin_through_the_cli(
+    run: Run, mode: list[str], registry: RegistryClient, admin: object, creditor: Member, as_json: bool
+) -> None:
+    from registry.cli._common import keys_dir
+    from registry.keys import save_keystore
+    from registry.settings import get_settings
+
+    save_keystore(admin, keys_dir(get_settings()) / "operator.json", PASSWORD)  # type: ignore[arg-type]
+    newcomer = anvil_account(11)
+    flag = ["--json"] if as_json else []
+    admitted = run(
+        "participants", "admit", "91440300MA5NEWCO99", "--roles", "creditor,factor", "--key", newcomer.address,
+        "--as", "operator", *mode, *flag,
+    )  # fmt: skip
+    assert admitted.exit_code == 0, admitted.stderr
+    entity = registry.entity_of_key(newcomer.address).entity
+    assert entity > 0
+    shown = json_out(run("participants", "show", entity, "--json"))
+    assert set(shown["roles"]) == {"creditor", "factor"} and shown["keys"] == [newcomer.address]
+    assert run("participants", "suspend", entity, "--as", "operator", *mode).exit_code == 0
+    assert json_out(run("participants", "show", entity, "--json"))["status"] == "suspended"
+    # A member cannot govern: refused by the contract (exit 1, the error named).
+    import_key(run, "supplier", creditor)
+    refused = run("participants", "reinstate", entity, "--as", "supplier", *mode)
+    assert refused.exit_code == 1 and "AccessControlUnauthorizedAccount" in refused.stderr
+    assert any(p["entity"] == entity for p in json_out(run("participants", "list", "--json"))["participants"])
