@@ -1,0 +1,107 @@
+// Factor: check an invoice for double financing before buying it; the portfolio with due dates and
+// overdue; payments to acknowledge; record payments; declare default.
+import { runAction } from "../actions.js";
+import { ageingPanel, exposurePanels } from "../charts.js";
+import { api } from "../api.js";
+import { errorBox, formValues, h, modal, panel, toMinor } from "../ui.js";
+import { COLUMNS, grid, invoiceFromForm, invoiceInputs, isOverdue, loadingTable, page, receivables, statCard } from "./common.js";
+
+export function verdict(result) {
+  if (!result.registered) return "not registered";
+  return [
+    "registered",
+    result.status.replace(/_/g, " "),
+    result.financed ? "financed" : "not financed",
+  ].join(", ");
+}
+
+export function factorPage(principal, { refresh }) {
+  const me = principal.entity;
+  const checkHost = h("div");
+  const portfolioHost = h("div");
+  const summaryHost = h("div", { class: "stats" });
+
+  const checkForm = h("form", { class: "fields", "data-testid": "check-form" },
+    ...invoiceInputs(),
+    h("button", { class: "primary", type: "submit", "data-testid": "check-submit" }, "Check"));
+  checkForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    checkHost.replaceChildren(h("p", { class: "hint" }, "Checking…"));
+    try {
+      const result = await api("/checks", { method: "POST", body: { invoice: invoiceFromForm(formValues(checkForm)) } });
+      const safe = result.registered && !result.financed && ["confirmed"].includes(result.status) && !result.near_duplicates.length;
+      checkHost.replaceChildren(h("div", { class: `result ${safe ? "ok" : result.financed || result.near_duplicates.length ? "bad" : ""}` },
+        h("div", { class: "verdict", "data-testid": "check-verdict" }, verdict(result)),
+        h("dl", {},
+          result.receivable_id ? [h("dt", {}, "receivable"), h("dd", {}, `#${result.receivable_id}`)] : null,
+          result.match ? [h("dt", {}, "matched by"), h("dd", {}, result.match)] : null,
+          h("dt", {}, "as of block"), h("dd", {}, result.as_of.block),
+          h("dt", {}, "similar"), h("dd", { "data-testid": "check-similar" }, result.near_duplicates.length
+            ? result.near_duplicates.map((n) => `${n.reason} (${n.risk} risk)${n.receivable_id ? ` #${n.receivable_id}` : ""}`).join("; ")
+            : "no suspiciously similar registration")),
+        h("p", { class: "hint" }, safe
+          ? "Confirmed by the debtor and not financed: safe to take the assignment."
+          : result.financed ? "Already financed: do not advance against it." : "Not ready to finance: it must be registered and confirmed by its debtor.")));
+    } catch (err) {
+      checkHost.replaceChildren(errorBox(err));
+    }
+  });
+
+  function paymentForm(r) {
+    const amount = h("input", { name: "amount", required: true, "data-testid": "payment-amount" });
+    const form = h("form", { class: "fields" }, h("label", {}, `Amount received (${r.currency})`, amount),
+      h("button", { class: "primary", type: "submit" }, "Prepare"));
+    const m = modal(h("h2", {}, `Record a payment on #${r.id}`), form,
+      h("div", { class: "actions", style: "margin-top:10px" }, h("button", { type: "button", onclick: () => m.close() }, "Cancel")));
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const minor = toMinor(amount.value, r.currency);
+      if (minor === null) { form.append(errorBox({ title: `Not an amount in ${r.currency}.`, code: "" })); return; }
+      if (await runAction("record-payment", { id: r.id, amount: Number(minor) }, { title: `Record a payment on #${r.id}` })) refresh();
+    });
+  }
+
+  const claimForm = h("form", { class: "fields", "data-testid": "claim-form" },
+    h("label", {}, "Payment claim id", h("input", { name: "claim_id", type: "number", min: 1, required: true })),
+    h("button", { class: "primary", type: "submit", value: "acknowledge" }, "Acknowledge"),
+    h("button", { class: "danger", type: "submit", value: "reject" }, "Reject"));
+  claimForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const action = e.submitter && e.submitter.value === "reject" ? "reject-payment" : "acknowledge-payment";
+    if (await runAction(action, { claim_id: Number(formValues(claimForm).claim_id) }, { title: `${action.replace("-", " ")}` })) refresh();
+  });
+
+  loadingTable(portfolioHost, async () => {
+    const data = await receivables({ holder: me });
+    const now = data.as_of.block_timestamp;
+    const open = data.items.filter((r) => ["assigned", "partially_paid", "defaulted"].includes(r.status));
+    const overdue = open.filter((r) => isOverdue(r, now));
+    const soon = open.filter((r) => !isOverdue(r, now) && r.due_date < now + 30 * 86400);
+    summaryHost.replaceChildren(
+      statCard("Receivables held", String(open.length), "stat-held"),
+      statCard("Due within 30 days", String(soon.length), "stat-soon"),
+      statCard("Overdue", String(overdue.length), "stat-overdue"),
+    );
+    data.items = open.sort((a, b) => a.due_date - b.due_date);
+    return data;
+  }, [
+    COLUMNS.id, COLUMNS.status, COLUMNS.debtor, COLUMNS.creditor, COLUMNS.face, COLUMNS.unpaid, COLUMNS.due,
+    { title: "", cell: (r) => h("div", { class: "actions" },
+      h("button", { class: "small", onclick: () => paymentForm(r) }, "Record payment"),
+      h("button", { class: "small danger", onclick: async () => {
+        if (await runAction("declare-default", { id: r.id }, { title: `Declare default on #${r.id}` })) refresh();
+      } }, "Declare default")) },
+  ], { empty: "No receivables are assigned to you yet.", testid: "portfolio" });
+
+  return page("Factor",
+    panel("Check an invoice before buying it",
+      h("p", { class: "hint" }, "Enter the invoice as the creditor presents it. Formatting does not matter (INV-001 = inv 001, 1,850,600.00 = 1850600). You learn whether it is registered, confirmed and financed, never who financed it."),
+      checkForm, checkHost),
+    summaryHost,
+    panel("Portfolio", h("p", { class: "hint" }, "Receivables you hold, by due date; overdue in red. The debtor is told to pay you."), portfolioHost),
+    grid(
+      panel("Payments to acknowledge", h("p", { class: "hint" }, "A debtor that reports a payment to you gets a claim id (in its event and in the receivable's history): acknowledge it when the money has arrived."), claimForm),
+      ageingPanel(),
+      ...exposurePanels({ factor: false }),
+    ));
+}

@@ -1,0 +1,218 @@
+"""Each role signs in to the web portal with its own keystore (unlocked in the page), does its main
+task, and sees the result of the others' on its own page. Every page is screenshotted into
+build/screenshots/<role>-<page>.png."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from registry.chain.contract import RegistryClient
+from registry.demo import DAY, Consortium
+from tests.e2e.conftest import CHROMIUM, SCREENSHOTS, Portal
+
+TIMEOUT_MS = 20_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+class Session:
+    """One user's tab: signs in with its keystore, signs requests, takes screenshots; JS errors fail."""
+
+    def __init__(self, browser: Browser, portal: Portal, role: str) -> None:
+        self.portal = portal
+        self.role = role
+        self.context = browser.new_context(viewport={"width": 1360, "height": 900})
+        self.context.set_default_timeout(TIMEOUT_MS)
+        self.page: Page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("console", lambda m: self.errors.append(f"{m.text} ({m.location})") if m.type == "error" else None)
+
+    def sign_in(self, address: str, *, expect_home: bool = True) -> None:
+        page = self.page
+        page.goto(f"{self.portal.url}/#/signin")
+        page.get_by_test_id("keystore-file").set_input_files(str(self.portal.keystore(address)))
+        page.get_by_test_id("keystore-password").fill(self.portal.password)
+        page.get_by_test_id("signin-submit").click()
+        if expect_home:
+            expect(page.get_by_test_id(f"nav-{self.role}")).to_have_class(re.compile("active"))
+            expect(page.locator("#asof")).to_contain_text("as of block")
+
+    def sign_and_send(self) -> str:
+        page = self.page
+        expect(page.get_by_test_id("sign-summary")).to_be_visible()
+        page.get_by_test_id("sign-and-send").click()
+        result = page.get_by_test_id("action-result")
+        expect(result).to_be_visible()
+        text = result.inner_text()
+        page.get_by_test_id("modal-close").click()
+        return text
+
+    def shot(self, name: str) -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{self.role}-{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def close(self) -> None:
+        # The event stream's fetch is aborted on close; that is not a page error.
+        self.context.close()
+        real = [e for e in self.errors if "401" not in e and "AbortError" not in e]
+        assert not real, f"{self.role}: errors in the page: {real}"
+
+
+def _date(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).date().isoformat()
+
+
+def _fill_invoice(page: Page, fields: dict[str, str]) -> None:
+    for name, value in fields.items():
+        page.get_by_test_id(f"invoice-{name}").fill(value)
+
+
+def test_every_role_does_its_task_in_the_portal_and_the_others_see_it(
+    browser: Browser, portal: Portal, registry: RegistryClient, consortium: Consortium
+) -> None:
+    creditor, debtor, factor = consortium.creditors[0], consortium.debtors[0], consortium.factors[0]
+    auditor, suspended = consortium.auditors[0], consortium.creditors[1]
+    now = int(registry.chain.get_block("latest")["timestamp"], 16)
+    invoice = {
+        "debtor": str(debtor.entity),
+        "invoice_number": "E2E-2026-0001",
+        "face_value": "1,850,600.00",
+        "currency": "CNY",
+        "issue_date": _date(now - 10 * DAY),
+        "due_date": _date(now + 60 * DAY),
+    }
+
+    # Creditor: registers one invoice, then a CSV whose last line repeats it (refused, the rest go through).
+    c = Session(browser, portal, "creditor")
+    c.sign_in(creditor.address)
+    c.shot("signed-in")
+    _fill_invoice(c.page, invoice)
+    c.page.get_by_test_id("register-submit").click()
+    expect(c.page.get_by_test_id("sign-summary")).to_contain_text("E2E-2026-0001")
+    c.shot("register-sign")
+    outcome = c.sign_and_send()
+    rid = int(re.search(r"#(\d+)", outcome).group(1))  # type: ignore[union-attr]
+    assert "registered" in outcome
+    mine = c.page.get_by_test_id("mine")
+    expect(mine.locator(f'tr[data-id="{rid}"]')).to_contain_text("registered")
+
+    batch = Path(portal.keystores[creditor.address]).parent / "batch.csv"
+    batch.write_text(
+        "debtor,invoice_number,face_value,currency,issue_date,due_date\n"
+        f'{debtor.entity},E2E-B-1,"12,500.00",CNY,{invoice["issue_date"]},{invoice["due_date"]}\n'
+        f'{debtor.entity},E2E-B-2,"7,300.50",CNY,{invoice["issue_date"]},{invoice["due_date"]}\n'
+        f"{debtor.entity},e2e 2026 0001,1850600,CNY,{invoice['issue_date']},{invoice['due_date']}\n"
+    )
+    c.page.get_by_test_id("csv-file").set_input_files(str(batch))
+    c.page.get_by_test_id("csv-submit").click()
+    expect(c.page.get_by_test_id("sign-summary")).to_be_visible()
+    c.page.get_by_test_id("sign-and-send").click()
+    expect(c.page.get_by_test_id("batch-summary")).to_have_text("2 registered, 1 refused")
+    expect(c.page.get_by_test_id("batch-lines")).to_contain_text("already registered")
+    c.shot("batch-outcome")
+    c.page.get_by_test_id("modal-close").click()
+    c.shot("home")
+
+    # Debtor: the invoice is in its inbox; it confirms by typing the invoice from its own records
+    # (formatted its own way).
+    d = Session(browser, portal, "debtor")
+    d.sign_in(debtor.address)
+    row = d.page.get_by_test_id("inbox").locator(f'tr[data-id="{rid}"]')
+    expect(row).to_contain_text("CNY 1,850,600.00")
+    d.shot("inbox")
+    d.page.get_by_test_id(f"confirm-{rid}").click()
+    _fill_invoice(
+        d.page,
+        {
+            "invoice_number": "e2e 2026 0001",
+            "face_value": "1850600",
+            "currency": "CNY",
+            "issue_date": invoice["issue_date"],
+            "due_date": invoice["due_date"],
+        },
+    )
+    d.page.get_by_test_id("confirm-submit").click()
+    d.shot("confirm-sign")
+    assert "confirmed" in d.sign_and_send()
+    expect(d.page.get_by_test_id("owes").locator(f'tr[data-id="{rid}"]')).to_contain_text(f"Entity {creditor.entity}")
+    d.shot("home")
+
+    # Factor: checks the invoice before buying it.
+    f = Session(browser, portal, "factor")
+    f.sign_in(factor.address)
+    _fill_invoice(f.page, {**invoice, "invoice_number": "e2e-2026 0001", "face_value": "1850600.00"})
+    f.page.get_by_test_id("check-submit").click()
+    expect(f.page.get_by_test_id("check-verdict")).to_have_text("registered, confirmed, not financed")
+    f.shot("check")
+
+    # Creditor: assigns it to that factor.
+    c.page.reload()  # the key is in memory only: a reload forgets it, the session stays
+    c.page.get_by_test_id(f"assign-{rid}").click()
+    c.page.get_by_test_id("assign-factor").fill(str(factor.entity))
+    c.page.get_by_test_id("assign-submit").click()
+    expect(c.page.get_by_test_id("error")).to_contain_text("locked")
+    c.page.get_by_test_id("modal-close").click()
+    c.sign_in(creditor.address)
+    c.page.get_by_test_id(f"assign-{rid}").click()
+    c.page.get_by_test_id("assign-factor").fill(str(factor.entity))
+    c.page.get_by_test_id("assign-submit").click()
+    c.shot("assign-sign")
+    assert "assigned" in c.sign_and_send()
+
+    # Factor: the portfolio shows it; the same check now says financed.
+    f.page.reload()
+    expect(f.page.get_by_test_id("portfolio").locator(f'tr[data-id="{rid}"]')).to_contain_text("assigned")
+    _fill_invoice(f.page, invoice)
+    f.page.get_by_test_id("check-submit").click()
+    expect(f.page.get_by_test_id("check-verdict")).to_have_text("registered, assigned, financed")
+    f.shot("portfolio")
+
+    # Auditor: sees the events, runs a verification (agrees), issues a certificate.
+    a = Session(browser, portal, "auditor")
+    a.sign_in(auditor.address)
+    expect(a.page.get_by_test_id("event-rows").locator('tr[data-event="ReceivableAssigned"]')).to_have_count(1)
+    a.page.get_by_test_id("audit-run").click()
+    expect(a.page.get_by_test_id("audit-verdict")).to_contain_text("Agrees", timeout=60_000)
+    a.page.get_by_test_id(f"cert-for-{rid}").click()
+    expect(a.page.get_by_test_id("cert-verdict")).to_have_text("registered, financed")
+    with a.page.expect_download() as download:
+        a.page.get_by_test_id("cert-download").click()
+    saved = Path(portal.keystores[auditor.address]).parent / "certificate.json"
+    download.value.save_as(saved)
+    a.page.get_by_test_id("cert-file").set_input_files(str(saved))
+    expect(a.page.get_by_test_id("cert-check")).to_contain_text("valid: signed by this registry's issuer")
+    a.shot("home")
+
+    # Operator: suspends a participant; that participant is then refused at sign-in.
+    o = Session(browser, portal, "admin")
+    o.sign_in(consortium.admin.address)
+    o.page.get_by_test_id(f"suspend-{suspended.entity}").click()
+    o.sign_and_send()
+    expect(o.page.get_by_test_id("participants").locator(f"tr.entity-{suspended.entity}")).to_contain_text("suspended")
+    o.shot("participants")
+
+    s = Session(browser, portal, "creditor")
+    s.role = "suspended"
+    s.sign_in(suspended.address, expect_home=False)
+    expect(s.page.get_by_test_id("error")).to_contain_text(f"participant {suspended.entity} is suspended")
+    s.shot("refused")
+
+    for session in (c, d, f, a, o, s):
+        session.close()
