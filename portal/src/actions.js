@@ -3,11 +3,14 @@ import { api } from "./api.js";
 import { currentSigner, signTypedData } from "./wallet.js";
 import { chip, date, errorBox, explain, h, modal, money, short, table } from "./ui.js";
 
-function summaryRows(summary, prefix = "") {
+const AMOUNTS = new Set(["advance", "amount", "amounts"]);
+
+function summaryRows(summary, prefix = "", currency = null) {
   const rows = [];
   for (const [k, v] of Object.entries(summary || {})) {
     const key = prefix ? `${prefix}.${k}` : k;
-    if (v && typeof v === "object" && !Array.isArray(v)) rows.push(...summaryRows(v, key));
+    if (currency && AMOUNTS.has(k)) rows.push([key, Array.isArray(v) ? v.map((x) => money(x, currency)).join(" + ") : money(v, currency)]);
+    else if (v && typeof v === "object" && !Array.isArray(v)) rows.push(...summaryRows(v, key));
     else if (Array.isArray(v) && v.length > 6) rows.push([key, `${v.length} items`]);
     else rows.push([key, Array.isArray(v) ? v.map((x) => (typeof x === "object" ? JSON.stringify(x) : x)).join(", ") : String(v)]);
   }
@@ -60,7 +63,7 @@ export function outcome(result) {
 }
 
 // Runs one action through the modal; resolves with the relay result, or null when not completed.
-export function runAction(action, args, { title } = {}) {
+export function runAction(action, args, { title, currency = null } = {}) {
   return new Promise((resolve) => {
     let settled = false;
     const finish = (value) => { if (!settled) { settled = true; resolve(value); } };
@@ -93,7 +96,7 @@ export function runAction(action, args, { title } = {}) {
         h("p", { class: "hint" }, "You are about to sign this request with your own key. The registry relays it as signed; it cannot change it."),
         h("table", { class: "summary", "data-testid": "sign-summary" },
           h("tr", {}, h("td", {}, "function"), h("td", { class: "mono" }, prepared.function)),
-          summaryRows(prepared.summary).map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", {}, v))),
+          summaryRows(prepared.summary, "", currency).map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", {}, v))),
           h("tr", {}, h("td", {}, "signer"), h("td", { class: "mono" }, message.from)),
           h("tr", {}, h("td", {}, "valid until"), h("td", {}, new Date(message.deadline * 1000).toLocaleString())),
           h("tr", {}, h("td", {}, "calldata"), h("td", { class: "mono" }, short(message.data, 24))),

@@ -8,7 +8,7 @@ import { debtorPage } from "./pages/debtor.js";
 import { factorPage } from "./pages/factor.js";
 import { receivablePage } from "./pages/receivable.js";
 import { signInPage } from "./pages/signin.js";
-import { ago, errorBox, h, short } from "./ui.js";
+import { ago, errorBox, h, leavePage, short } from "./ui.js";
 import { signOut } from "./wallet.js";
 
 const PAGES = { debtor: debtorPage, creditor: creditorPage, factor: factorPage, auditor: auditorPage, admin: adminPage };
@@ -28,7 +28,11 @@ export function go(route) {
 function renderHeader(principal, route) {
   const nav = document.getElementById("nav");
   nav.replaceChildren(...homesOf(principal).map((r) =>
-    h("a", { href: `#/${r}`, class: route === r ? "active" : null, "data-testid": `nav-${r}` }, r === "admin" ? "operator" : r)));
+    h("a", {
+      href: `#/${r}`, class: route === r ? "active" : null, "data-testid": `nav-${r}`,
+      // The current page's link reloads its data (the key stays unlocked: no page reload).
+      onclick: (e) => { if (location.hash === `#/${r}`) { e.preventDefault(); render(); } },
+    }, r === "admin" ? "operator" : r)));
   document.getElementById("who").textContent = principal
     ? `${principal.entity ? `Entity ${principal.entity} · ` : ""}${short(principal.address, 8)}`
     : "";
@@ -45,6 +49,7 @@ function renderAsOf() {
 
 async function render() {
   destroyCharts();
+  leavePage();
   const view = document.getElementById("view");
   const [route, ...rest] = location.hash.replace(/^#\/?/, "").split("/");
   const principal = session.principal;

@@ -186,3 +186,10 @@ export function modal(...content) {
   if (!dialog.open) dialog.showModal();
   return { close: () => dialog.close(), body };
 }
+
+// ------------------------------------------------------------------ page lifetime
+
+const leaving = [];
+// Runs `fn` when the page is left or re-rendered (closing streams, timers).
+export function onLeave(fn) { leaving.push(fn); }
+export function leavePage() { while (leaving.length) leaving.pop()(); }

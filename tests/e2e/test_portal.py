@@ -182,6 +182,29 @@ def test_every_role_does_its_task_in_the_portal_and_the_others_see_it(
     _fill_invoice(f.page, invoice)
     f.page.get_by_test_id("check-submit").click()
     expect(f.page.get_by_test_id("check-verdict")).to_have_text("registered, assigned, financed")
+    f.shot("check-financed")
+
+    # Debtor: now owes the factor (the payee of record) and reports a partial payment to it ...
+    d.page.get_by_test_id("nav-debtor").click()
+    expect(d.page.get_by_test_id("owes").locator(f'tr[data-id="{rid}"]')).to_contain_text(f"Entity {factor.entity}")
+    d.page.get_by_test_id(f"report-{rid}").click()
+    expect(d.page.get_by_test_id("report-paid-to")).to_have_value(str(factor.entity))
+    d.page.get_by_test_id("report-amount").fill("850,600.00")
+    d.page.get_by_test_id("report-ref").fill("BANK-REF-0001")
+    d.page.get_by_test_id("report-submit").click()
+    expect(d.page.get_by_test_id("sign-summary")).to_contain_text("CNY 850,600.00")
+    assert "PaymentReported" in d.sign_and_send()
+
+    # ... which the factor acknowledges from its list of payments to acknowledge.
+    f.sign_in(factor.address)  # after the reload above, the key must be unlocked again to sign
+    claim = f.page.get_by_test_id("claims").locator("tr", has_text=f"#{rid}")
+    expect(claim).to_contain_text("CNY 850,600.00")
+    claim.get_by_role("button", name="Acknowledge").click()
+    assert "PaymentRecorded" in f.sign_and_send()
+    row = f.page.get_by_test_id("portfolio").locator(f'tr[data-id="{rid}"]')
+    expect(row).to_contain_text("partially paid")
+    expect(row).to_contain_text("CNY 1,000,000.00")
+    expect(f.page.get_by_test_id("claims")).to_contain_text("No reported payments await you.")
     f.shot("portfolio")
 
     # Auditor: sees the events, runs a verification (agrees), issues a certificate.

@@ -97,7 +97,7 @@ export function creditorPage(principal, { refresh }) {
       const advance = toMinor(v.advance, r.currency);
       if (advance === null) { form.append(errorBox({ title: `Advance: not an amount in ${r.currency}.`, code: "" })); return; }
       const result = await runAction("assign", { id: r.id, factor: Number(v.factor), advance: Number(advance), recourse: v.recourse },
-        { title: `Assign receivable #${r.id}` });
+        { title: `Assign receivable #${r.id}`, currency: r.currency });
       if (result) loadMine();
     });
   }
@@ -113,7 +113,7 @@ export function creditorPage(principal, { refresh }) {
       e.preventDefault();
       const parts = amounts.value.split(/\n/).map((x) => x.trim()).filter(Boolean).map((x) => toMinor(x, r.currency));
       if (parts.length < 2 || parts.some((p) => p === null)) { form.append(errorBox({ title: "Give at least two valid amounts.", code: "" })); return; }
-      const result = await runAction("split", { id: r.id, amounts: parts.map(Number) }, { title: `Split receivable #${r.id}` });
+      const result = await runAction("split", { id: r.id, amounts: parts.map(Number) }, { title: `Split receivable #${r.id}`, currency: r.currency });
       if (result) loadMine();
     });
   }

@@ -2,7 +2,7 @@
 // what it owes, to whom, when.
 import { runAction } from "../actions.js";
 import { ageingPanel } from "../charts.js";
-import { formValues, h, modal, panel } from "../ui.js";
+import { errorBox, formValues, h, modal, panel, toMajorText, toMinor } from "../ui.js";
 import { COLUMNS, grid, invoiceFromForm, invoiceInputs, loadingTable, page, receivables } from "./common.js";
 
 const REASONS = ["GOODS_NOT_RECEIVED", "QUALITY_DEFECT", "AMOUNT_INCORRECT", "ALREADY_PAID", "NOT_OUR_INVOICE", "OTHER"];
@@ -44,6 +44,25 @@ export function debtorPage(principal, { refresh }) {
     });
   }
 
+  function reportForm(r) {
+    const form = h("form", { class: "fields", "data-testid": "report-form" },
+      h("label", {}, "Paid to (entity id)", h("input", { name: "paid_to", type: "number", min: 1, required: true, value: String(r.holder), "data-testid": "report-paid-to" })),
+      h("label", {}, `Amount (${r.currency})`, h("input", { name: "amount", required: true, value: toMajorText(r.unpaid, r.currency), "data-testid": "report-amount" })),
+      h("label", {}, "Payment reference", h("input", { name: "payment_ref", placeholder: "bank reference (hashed)", "data-testid": "report-ref" })),
+      h("button", { class: "primary", type: "submit", "data-testid": "report-submit" }, "Prepare report"));
+    const m = modal(h("h2", {}, `Report a payment on #${r.id}`),
+      h("p", { class: "hint" }, `Only a payment to the payee of record (now Entity ${r.holder}) discharges you. The payee acknowledges it when the money arrives.`),
+      form, h("div", { class: "actions", style: "margin-top:10px" }, h("button", { type: "button", onclick: () => m.close() }, "Cancel")));
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const v = formValues(form);
+      const amount = toMinor(v.amount, r.currency);
+      if (amount === null) { form.append(errorBox({ title: `Amount: not an amount in ${r.currency}.`, code: "" })); return; }
+      const args = { id: r.id, paid_to: Number(v.paid_to), amount: Number(amount), ...(v.payment_ref ? { payment_ref: v.payment_ref } : {}) };
+      if (await runAction("report-payment", args, { title: `Report a payment on #${r.id}`, currency: r.currency })) refresh();
+    });
+  }
+
   loadingTable(inboxHost, () => receivables({ debtor: me, status: "registered" }), [
     COLUMNS.id, COLUMNS.creditor, COLUMNS.face, COLUMNS.issued, COLUMNS.due,
     { title: "", cell: (r) => h("div", { class: "actions" },
@@ -56,7 +75,8 @@ export function debtorPage(principal, { refresh }) {
     data.items = data.items.filter((r) => ["confirmed", "assigned", "partially_paid", "defaulted"].includes(r.status))
       .sort((a, b) => a.due_date - b.due_date);
     return data;
-  }, [COLUMNS.id, COLUMNS.status, COLUMNS.payee, COLUMNS.unpaid, COLUMNS.due],
+  }, [COLUMNS.id, COLUMNS.status, COLUMNS.payee, COLUMNS.unpaid, COLUMNS.due,
+    { title: "", cell: (r) => h("button", { class: "small", onclick: () => reportForm(r), "data-testid": `report-${r.id}` }, "Report payment") }],
   { empty: "You owe nothing on the registry.", testid: "owes" });
 
   return page("Debtor",

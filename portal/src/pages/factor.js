@@ -2,8 +2,8 @@
 // overdue; payments to acknowledge; record payments; declare default.
 import { runAction } from "../actions.js";
 import { ageingPanel, exposurePanels } from "../charts.js";
-import { api } from "../api.js";
-import { errorBox, formValues, h, modal, panel, toMinor } from "../ui.js";
+import { api, eventStream } from "../api.js";
+import { errorBox, formValues, h, modal, money, panel, table, toMinor, onLeave } from "../ui.js";
 import { COLUMNS, grid, invoiceFromForm, invoiceInputs, isOverdue, loadingTable, page, receivables, statCard } from "./common.js";
 
 export function verdict(result) {
@@ -61,6 +61,42 @@ export function factorPage(principal, { refresh }) {
     });
   }
 
+  // Payments debtors reported to this factor and not yet acknowledged or rejected, kept live from the
+  // event stream (the factor sees the events of the receivables it may read).
+  const claims = new Map();
+  let streamOpen = false;
+  const currencies = new Map();
+  const claimsHost = h("div", {}, h("div", { class: "empty" }, "Loading…"));
+  function renderClaims() {
+    claimsHost.replaceChildren(table([
+      { title: "Claim", cell: (c) => `#${c.claimId}` },
+      { title: "Receivable", cell: (c) => h("a", { href: `#/receivable/${c.id}` }, `#${c.id}`) },
+      { title: "Amount", class: "num", cell: (c) => (currencies.has(c.id) ? money(c.amount, currencies.get(c.id)) : String(c.amount)) },
+      { title: "Reported in block", class: "num", cell: (c) => String(c.block) },
+      { title: "", cell: (c) => h("div", { class: "actions" },
+        h("button", { class: "small primary", "data-testid": `ack-${c.claimId}`, onclick: async () => {
+          if (await runAction("acknowledge-payment", { claim_id: c.claimId }, { title: `Acknowledge payment claim #${c.claimId}` })) refresh();
+        } }, "Acknowledge"),
+        h("button", { class: "small danger", onclick: async () => {
+          if (await runAction("reject-payment", { claim_id: c.claimId }, { title: `Reject payment claim #${c.claimId}` })) refresh();
+        } }, "Reject")) },
+    ], [...claims.values()], { empty: "No reported payments await you.", testid: "claims" }));
+  }
+  const stop = eventStream({
+    after: "0",
+    onState: (s) => { if (s === "open") { streamOpen = true; renderClaims(); } },
+    onEvent: (e) => {
+      const a = e.args;
+      if (e.name === "PaymentReported" && Number(a.payee) === me) {
+        claims.set(Number(a.claimId), { claimId: Number(a.claimId), id: Number(a.id), amount: a.amount, block: e.block });
+      } else if ((e.name === "PaymentRecorded" || e.name === "PaymentRejected") && Number(a.claimId)) {
+        claims.delete(Number(a.claimId));
+      } else return;
+      renderClaims();
+    },
+  });
+  onLeave(stop);
+
   const claimForm = h("form", { class: "fields", "data-testid": "claim-form" },
     h("label", {}, "Payment claim id", h("input", { name: "claim_id", type: "number", min: 1, required: true })),
     h("button", { class: "primary", type: "submit", value: "acknowledge" }, "Acknowledge"),
@@ -73,6 +109,8 @@ export function factorPage(principal, { refresh }) {
 
   loadingTable(portfolioHost, async () => {
     const data = await receivables({ holder: me });
+    for (const r of data.items) currencies.set(r.id, r.currency);
+    if (streamOpen) renderClaims(); // amounts in their currency once the portfolio is known
     const now = data.as_of.block_timestamp;
     const open = data.items.filter((r) => ["assigned", "partially_paid", "defaulted"].includes(r.status));
     const overdue = open.filter((r) => isOverdue(r, now));
@@ -100,7 +138,8 @@ export function factorPage(principal, { refresh }) {
     summaryHost,
     panel("Portfolio", h("p", { class: "hint" }, "Receivables you hold, by due date; overdue in red. The debtor is told to pay you."), portfolioHost),
     grid(
-      panel("Payments to acknowledge", h("p", { class: "hint" }, "A debtor that reports a payment to you gets a claim id (in its event and in the receivable's history): acknowledge it when the money has arrived."), claimForm),
+      panel("Payments to acknowledge", h("p", { class: "hint" }, "Payments debtors report to you, live. Acknowledge when the money has arrived (it is then counted against the receivable); reject when it has not."),
+        claimsHost, h("p", { class: "hint", style: "margin-top:12px" }, "Or by claim id:"), claimForm),
       ageingPanel(),
       ...exposurePanels({ factor: false }),
     ));
