@@ -117,6 +117,7 @@ __all__ = [
     "clear_flag",
     "list_flags",
     "open_flags",
+    "readable_ids",
     "scan",
 ]
 
@@ -1098,6 +1099,19 @@ def get_flag(conn: Connection, flag_id: int, visibility: Visibility) -> dict[str
     if row is None:
         raise FlagNotFound(f"no flag {flag_id} visible to you")
     return dict(row)
+
+
+def readable_ids(conn: Connection, ids: Sequence[int], visibility: Visibility) -> set[int]:
+    """Which of the receivable ids the viewer may read (to name a related receivable in a flag or not)."""
+    if visibility.everything:
+        return set(ids)
+    out: set[int] = set()
+    for chunk in _chunks(sorted(set(ids))):
+        rows = conn.execute(
+            select(_R.c.id).where(_R.c.id.in_(chunk), _R.c.valid_to.is_(None), visible_clause(visibility))
+        )
+        out.update(int(r[0]) for r in rows)
+    return out
 
 
 def open_flags(conn: Connection, receivable_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
