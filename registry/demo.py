@@ -15,6 +15,7 @@ node's clock :data:`HISTORY_DAYS` days ahead.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -33,7 +34,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 
 from registry.chain import reverts
-from registry.chain.client import BlockId, ChainClient, PendingTx
+from registry.chain.client import MAX_SEND_BATCH_BYTES, BlockId, ChainClient, PendingTx
 from registry.chain.contract import (
     BATCH_GAS_BASE,
     BATCH_GAS_PER_LINE,
@@ -992,7 +993,10 @@ _Sendable = _Action | list[_Registration]  # one transaction: a lifecycle call, 
 
 
 class _Outbox:
-    """One day's transactions, by sender: each sender's go out as one stream of consecutive nonces."""
+    """One day's transactions of every sender, signed with consecutive nonces per sender and sent in
+    as few JSON-RPC batches as Anvil's request limit allows: a day of the demo is a few dozen small
+    transactions from up to eight senders, so one round trip for all of them, rather than one
+    ``ChainClient.send_many`` (a round trip or more) per sender, halves the time of the whole seed."""
 
     def __init__(self) -> None:
         self._by_sender: dict[str, tuple[LocalAccount, list[tuple[bytes, int]], list[_Sendable]]] = {}
@@ -1003,10 +1007,28 @@ class _Outbox:
         entry[2].append(item)
 
     def send(self, chain: ChainClient, to: str) -> list[tuple[_Sendable, PendingTx]]:
-        sent: list[tuple[_Sendable, PendingTx]] = []
+        signed: list[tuple[_Sendable, PendingTx, str]] = []
         for account, calls, items in self._by_sender.values():
-            sent.extend(zip(items, chain.send_many(account, to, calls), strict=True))
-        return sent
+            first = chain.nonces.reserve(account.address, len(calls))
+            for nonce, ((data, gas), item) in enumerate(zip(calls, items, strict=True), start=first):
+                raw = "0x" + chain.sign(account, to, data, gas, nonce).hex()
+                signed.append((item, PendingTx("", account.address, to, data, gas), raw))
+        answers: list[Any] = []
+        chunk: list[str] = []
+        for i, (_, _, raw) in enumerate(signed):
+            chunk.append(raw)
+            if i + 1 == len(signed) or sum(map(len, chunk)) + len(signed[i + 1][2]) > MAX_SEND_BATCH_BYTES:
+                answers.extend(chain.rpc.batch([("eth_sendRawTransaction", [r]) for r in chunk]))
+                chunk = []
+        refused = [a for a in answers if isinstance(a, Exception)]
+        if refused:
+            for account, _, _ in self._by_sender.values():
+                chain.nonces.resync(account.address)
+            raise ChainError(f"the node refused {len(refused)} of {len(signed)} demo transactions; first: {refused[0]}")
+        return [
+            (item, dataclasses.replace(pending, tx_hash=str(tx_hash)))
+            for (item, pending, _), tx_hash in zip(signed, answers, strict=True)
+        ]
 
 
 def _registered(
