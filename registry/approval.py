@@ -829,26 +829,26 @@ class OfferDesk:
         return int(row.entity_id) if row is not None and row.status == KeyStatus.ACTIVE else None
 
     def _mirror_row(self, offered: OfferedAssignment) -> tuple[dict[str, Any], int]:
-        """The receivable and the signer's entity as the mirror knows them; the signer must be the holder.
-        The chain has just said so (the simulation): a mirror that disagrees is behind, so wait for it."""
-        deadline = time.monotonic() + self.mirror_wait
-        while True:
-            with self.engine.connect() as conn:
-                row = self._receivable(conn, offered.receivable_id)
-                signer_entity = self._entity_of(conn, offered.signer)
-            if row is not None and signer_entity is not None and row["holder"] == signer_entity:
-                return row, signer_entity
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        """The receivable and the signer's entity as the mirror knows them once it has caught up with the
+        chain's block the request was just simulated at; the signer must be the holder of record."""
+        head = self.registry.chain.block_number()
+        if not self.relayer.wait_indexed(head, self.mirror_wait):
+            raise OfferError(
+                503, "offer.mirror_behind", f"the mirror has not reached block {head} yet: offer again shortly"
+            )
+        with self.engine.connect() as conn:
+            row = self._receivable(conn, offered.receivable_id)
+            signer_entity = self._entity_of(conn, offered.signer)
         if row is None:
-            raise OfferError(409, "offer.mirror_behind", f"receivable {offered.receivable_id} is not in the mirror yet")
-        raise OfferError(
-            403,
-            "offer.not_holder",
-            f"the signer {offered.signer} (entity {signer_entity}) is not the holder of record "
-            f"(entity {row['holder']}) of receivable {offered.receivable_id}",
-        )
+            raise OfferError(404, "not_found", f"no receivable {offered.receivable_id} in the mirror")
+        if signer_entity is None or row["holder"] != signer_entity:
+            raise OfferError(
+                403,
+                "offer.not_holder",
+                f"the signer {offered.signer} (entity {signer_entity}) is not the holder of record "
+                f"(entity {row['holder']}) of receivable {offered.receivable_id}",
+            )
+        return row, signer_entity
 
     def _screen(self, row: Mapping[str, Any], invoice: Invoice | None, holder: int) -> tuple[list[str], list[str]]:
         """Anomaly flags and near-duplicates (read before the decision lock: they do not race)."""
