@@ -155,8 +155,10 @@ def demo_invoice(debtor: EntityId, number: str, amount: str, now: int, *, due_in
 
 
 def seed_ledger(client: RegistryClient, consortium: Consortium, per_state: int = 4) -> Counter[str]:
-    """Registers a few dozen invoices and walks them into every reachable state, including refused
-    double financings. Returns what happened, counted by outcome."""
+    """Registers a few dozen invoices and walks them into most states, one blocking transaction at a
+    time, including refused double financings; returns what happened, counted by outcome. The small
+    variant for tests that need a varied ledger at the node's current time; ``make up`` seeds with
+    :func:`seed_demo`."""
     now = int(client.chain.get_block("latest")["timestamp"], 16)
     outcome: Counter[str] = Counter()
     creditors, debtors, factors = consortium.creditors, consortium.debtors, consortium.factors
@@ -437,7 +439,8 @@ OPEN_FATES = frozenset(
         Fate.DEFAULTED,
     }
 )
-# Stories whose invoice was financed and stays registered: targets of the refused double financings.
+# Stories whose invoice was assigned to a factor and whose registration stays live (it keeps its invoice
+# key): the targets of the refused double financings.
 FINANCED_FATES = frozenset(
     {
         Fate.ASSIGNED,
