@@ -396,6 +396,10 @@ READS: tuple[Read, ...] = (
     Read("/receivables/{receivable_id}?block", lambda o: f"/receivables/{o.id}?block={o.registered_block}"),
     Read("/receivables/{receivable_id}/payee", lambda o: f"/receivables/{o.id}/payee"),
     Read("/priority/{invoice_key}", lambda o: f"/priority/0x{o.invoice.key.hex()}"),
+    # Offers are not receivables: tests/api/test_offers.py holds their principal x offer matrix.
+    Read("/offers/{offer_id}", lambda o: f"/offers/{o.id}"),
+    Read("/offers/{offer_id}/accept", lambda o: f"/offers/{o.id}/accept"),
+    Read("/offers/{offer_id}/decline", lambda o: f"/offers/{o.id}/decline"),
 )
 UNKNOWN_ID = 10**9
 UNKNOWN_KEY = "0x" + keccak(text="an invoice nobody registered").hex()
@@ -428,6 +432,7 @@ def _assert_terms(kind: str, shape: Shape, chain: list[dict[str, Any]]) -> None:
 READ_CELLS = [
     pytest.param(read, shape, kind, id=f"{read.route}-{shape.name}-{kind}")
     for read in READS
+    if not read.route.startswith("/offers/")
     for shape in SHAPES
     for kind in KINDS
 ]
