@@ -41,11 +41,11 @@ Near-duplicates ("suspiciously similar", MonetaGo-style risk classes)
     The chain, and so the mirror, stores only ``number_hash = keccak256(normalised number)``: plaintext
     invoice numbers are never stored, and similarity cannot be computed against them. Instead the
     checker generates the plausible variants of the *queried* number (which the caller knows anyway),
-    hashes each, derives its invoice key for the same debtor, and looks the keys up in the partial
-    index ``ix_receivables_current_key`` (the key binds debtor and number, so no extra index and no
-    scan of the debtor's rows). Privacy-preserving: nothing but hashes is stored or compared, and the
-    checker learns nothing about numbers it was not given. Variants of a normalised number (see
-    :func:`number_variants`):
+    hashes each, and looks the (debtor, number hash) pairs up in the partial index
+    ``ix_receivables_current_debtor_number`` (one keccak per variant: deriving each variant's invoice key
+    for ``ix_receivables_current_key`` took a second one, and hashing was most of a check's cost).
+    Privacy-preserving: nothing but hashes is stored or compared, and the checker learns nothing about
+    numbers it was not given. Variants of a normalised number (see :func:`number_variants`):
 
     - distance 1: deletion of any one character; transposition of two adjacent characters; one
       OCR-style substitution among the confusable pairs O/0, I/1, S/5, B/8; a doubled character; a
@@ -73,18 +73,16 @@ Privacy
 
 Bulk (:meth:`DuplicateChecker.check_many`)
     Set-based: exact matches by chunked ``IN`` lists (expanding bind parameters over the key and
-    fingerprint indexes), near-duplicates by one ``UNION ALL`` statement per chunk (a ``VALUES`` CTE
-    joined to the debtor/amount/due-date index, ``IN`` lists over the document-hash and key indexes),
-    never a query per invoice. Lines are also checked against each other: a line whose key or
+    fingerprint indexes), near-duplicates by one ``UNION ALL`` statement per chunk (``VALUES`` CTEs
+    joined to the debtor/amount/due-date and debtor/number-hash indexes, an ``IN`` list over the
+    document-hash index), never a query per invoice. Lines are also checked against each other: a line whose key or
     fingerprint equals an earlier line's is a duplicate of that line (``duplicate_of_line``), and
     near-duplicate rules between lines give flags naming the other line (``batch_line``).
 
 Indexes
-    Everything above runs on the partial indexes of ``registry.store.models`` (current rows only).
-    One lookup has no index of its own: the parts of a ``SPLIT`` registration, found by (debtor,
-    number hash), use the debtor prefix of ``ix_receivables_current_debtor_amount`` and filter the
-    debtor's current rows. A partial index on ``(debtor, number_hash)`` would make it one probe (and
-    would let similar numbers be looked up by number hash, one keccak per variant instead of two).
+    Everything above runs on the partial indexes of ``registry.store.models`` (current rows only):
+    the parts of a ``SPLIT`` registration and similar numbers are found by (debtor, number hash) on
+    ``ix_receivables_current_debtor_number``.
 
 Freshness
     Every result says which block the mirror is at (``as_of_block``, ``as_of_block_hash``, the block's
@@ -109,13 +107,11 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from sqlalchemy import (
-    BigInteger,
     CompoundSelect,
     Engine,
     Integer,
     LargeBinary,
     Select,
-    String,
     TypeDecorator,
     and_,
     bindparam,
@@ -512,13 +508,6 @@ class _Prepared:
 
 
 _CURSOR_STATEMENT: Final = select(*_CURSOR_COLUMNS).where(_C.c.id == _CURSOR_ID)
-_BULK_EXACT_STATEMENT: Final = select(*_MATCH_COLUMNS).where(
-    or_(
-        _current(_R.c.invoice_key.in_(_hashes("keys"))),
-        _current(_R.c.fingerprint.in_(_hashes("fingerprints"))),
-    ),
-    _LIVE,
-)
 _NEAR_COLUMNS: Final = (
     _R.c.id,
     _R.c.creditor,
@@ -565,15 +554,23 @@ def _compile_likely_sqlite(element: _Likely, compiler: Any, **kw: Any) -> str:
     return f"likely({compiler.process(element.clause, **kw)})"
 
 
-def _by_variant_key(condition: ColumnElement[bool]) -> Select[Any]:
-    # Measured before the hint: 0.76 ms of a 3 ms single check at 2,000 receivables, growing with the
-    # registry (a walk of every current row); after it, one key-index probe per variant (0.1 ms).
-    return select(_reason(NearDuplicateReason.SIMILAR_INVOICE_NUMBER), *_NEAR_COLUMNS).where(
-        condition, _Likely(_R.c.valid_to.is_(None)), _LIVE
+_SIMILAR_NUMBER: Final = _reason(NearDuplicateReason.SIMILAR_INVOICE_NUMBER)
+# A registration itself, not its split parts (they carry its debtor and number hash but no invoice key):
+# as when variants were looked up by invoice key.
+_REGISTRATION: Final = _R.c.invoice_key.is_not(None)
+
+
+def _by_variant_number(condition: ColumnElement[bool]) -> Select[Any]:
+    # By (debtor, number hash) on ix_receivables_current_debtor_number: one keccak per variant (the
+    # number's), where a lookup by invoice key needs a second one per variant to derive the key; the
+    # hashing was most of a single check's cost. ``likely()``: without it SQLite walked every current
+    # row through ix_receivables_valid_to (0.76 ms of a 3 ms check at 2,000 receivables, growing).
+    return select(_SIMILAR_NUMBER, *_NEAR_COLUMNS).where(
+        condition, _Likely(_R.c.valid_to.is_(None)), _REGISTRATION, _LIVE
     )
 
 
-# One invoice's near-duplicates in one cached statement (a bulk chunk joins a VALUES list instead).
+# One invoice's near-duplicates in one statement (a bulk chunk joins VALUES lists instead).
 _NEAR_SINGLE: Final[CompoundSelect[Any]] = union_all(
     select(_reason(NearDuplicateReason.SAME_DEBTOR_AMOUNT_DUE_DATE), *_NEAR_COLUMNS).where(
         _current(
@@ -587,8 +584,131 @@ _NEAR_SINGLE: Final[CompoundSelect[Any]] = union_all(
         _LIVE,
     ),
     _by_document(_R.c.document_hash == bindparam("document")),
-    _by_variant_key(_R.c.invoice_key.in_(_hashes("variant_keys"))),
+    _by_variant_number(and_(_R.c.debtor == bindparam("debtor"), _R.c.number_hash.in_(_hashes("variants")))),
 )
+_NEAR_NAMES: Final = ("debtor", "currency", "face_value", "due_date", "document")
+_MAX_VARIANT_BRANCHES: Final = 100  # debtors per similar-number statement (SQLite allows 500 compound terms)
+
+
+class _PreparedNear:
+    """:data:`_NEAR_SINGLE` compiled once per length of the variant list (at most :data:`MAX_VARIANTS`
+    + 1 forms) and run on the DBAPI cursor: SQLAlchemy's per-execution work on an expanding ``IN`` list
+    (cache key, post-compile rendering, result wrapping) cost more than the database's probes."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._compiled = _NEAR_SINGLE.compile(dialect=engine.dialect)
+        self._forms: dict[int, tuple[str, dict[str, Any], list[str] | None]] = {}
+
+    def _form(self, n: int) -> tuple[str, dict[str, Any], list[str] | None]:
+        """(SQL, the constant parameters' values, positional order or None for named parameters)."""
+        form = self._forms.get(n)
+        if form is None:
+            sample = dict.fromkeys(_NEAR_NAMES) | {"variants": [b""] * n}
+            expanded = self._compiled.construct_expanded_state(sample)
+            constants = dict(expanded.parameters)
+            order = list(expanded.positiontup) if expanded.positiontup is not None else None
+            form = self._forms[n] = (expanded.statement, constants, order)
+        return form
+
+    def rows(self, conn: Connection, line: _Line) -> list[Sequence[Any]]:
+        inv = line.invoice
+        sql, constants, order = self._form(len(line.variant_hashes))
+        values = {
+            **constants,
+            "debtor": inv.debtor,
+            "currency": inv.currency,
+            "face_value": inv.face_value,
+            "due_date": inv.due_date,
+            "document": line.document,
+        }
+        values.update({f"variants_{i}": h for i, h in enumerate(line.variant_hashes, start=1)})
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        cursor = dbapi.cursor()
+        try:
+            cursor.execute(sql, tuple(values[name] for name in order) if order is not None else values)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+
+class _BulkSql:
+    """The bulk statements, written out for the engine's dialect and run on the DBAPI cursor.
+
+    Their ``IN`` and ``VALUES`` lists are as long as the batch: SQLAlchemy compiles a ``VALUES`` list
+    value by value on every execution and renders an expanding ``IN`` list element by element, which
+    took longer than the database's index probes (2 s of a 2,000-line check with near-duplicates). Here
+    a list is one string multiplication; PostgreSQL gets each parameter cast to its column's type so
+    that the comparisons stay on the indexes. The constants are the enums' own integers.
+    """
+
+    _NEAR = ", ".join(f"receivables.{c.name}" for c in _NEAR_COLUMNS)
+    _MATCH = ", ".join(f"receivables.{c.name}" for c in _MATCH_COLUMNS[:-1])
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.sqlite = dialect.name == "sqlite"
+
+    def _p(self, pg_type: str) -> str:
+        return "?" if self.sqlite else f"%s::{pg_type}"
+
+    def _list(self, n: int, pg_type: str) -> str:
+        return ", ".join([self._p(pg_type)] * n)
+
+    def _current_likely(self) -> str:
+        return "likely(receivables.valid_to IS NULL)" if self.sqlite else "receivables.valid_to IS NULL"
+
+    def exact(self, keys: int, fingerprints: int) -> str:
+        """Live registrations holding one of the keys or fingerprints (:data:`_MATCH_COLUMNS`)."""
+        return (
+            f"SELECT {self._MATCH}, EXISTS (SELECT 1 FROM assignments WHERE assignments.receivable_id = "
+            f"receivables.id) AS was_assigned FROM receivables WHERE (receivables.invoice_key IN "
+            f"({self._list(keys, 'bytea')}) AND receivables.valid_to IS NULL OR receivables.fingerprint IN "
+            f"({self._list(fingerprints, 'bytea')}) AND receivables.valid_to IS NULL) "
+            f"AND receivables.status != {_CANCELLED}"
+        )
+
+    def amounts(self, rows: int) -> str:
+        """Same debtor, currency, face value and due date as one of the (debtor, currency, face value,
+        due date) rows, on ix_receivables_current_debtor_amount."""
+        row = f"({self._p('integer')}, {self._p('varchar')}, {self._p('bigint')}, {self._p('bigint')})"
+        code = _REASON_CODES[NearDuplicateReason.SAME_DEBTOR_AMOUNT_DUE_DATE]
+        return (
+            f"WITH batch(debtor, currency, face_value, due_date) AS (VALUES {', '.join([row] * rows)}) "
+            f"SELECT {code} AS reason, {self._NEAR} FROM batch JOIN receivables ON receivables.debtor = "
+            "batch.debtor AND receivables.face_value = batch.face_value AND receivables.due_date = batch.due_date "
+            "AND receivables.valid_to IS NULL WHERE receivables.currency = batch.currency "
+            f"AND receivables.status != {_CANCELLED}"
+        )
+
+    def documents(self, n: int) -> str:
+        code = _REASON_CODES[NearDuplicateReason.SAME_DOCUMENT_HASH]
+        return (
+            f"SELECT {code} AS reason, {self._NEAR} FROM receivables WHERE receivables.document_hash IN "
+            f"({self._list(n, 'bytea')}) AND receivables.valid_to IS NULL AND receivables.status != {_CANCELLED}"
+        )
+
+    def similar_numbers(self, sizes: Sequence[int]) -> str:
+        """For each size, a registration (not a split part) of one debtor holding one of that many number
+        hashes, on ix_receivables_current_debtor_number; parameters: debtor, then its hashes."""
+        code = _REASON_CODES[NearDuplicateReason.SIMILAR_INVOICE_NUMBER]
+        return " UNION ALL ".join(
+            f"SELECT {code} AS reason, {self._NEAR} FROM receivables WHERE receivables.debtor = "
+            f"{self._p('integer')} AND receivables.number_hash IN ({self._list(n, 'bytea')}) AND "
+            f"{self._current_likely()} AND receivables.invoice_key IS NOT NULL "
+            f"AND receivables.status != {_CANCELLED}"
+            for n in sizes
+        )
+
+
+def _raw_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    cursor = dbapi.cursor()
+    try:
+        cursor.execute(sql, tuple(params))
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -665,19 +785,21 @@ class _Similar:
     due_date: int
 
     @classmethod
-    def of(cls, row: Any) -> _Similar:
+    def of(cls, values: Sequence[Any]) -> _Similar:
+        """From the values of the reason code and :data:`_NEAR_COLUMNS`, in order."""
+        (reason, id_, creditor, debtor, holder, number_hash, key, document, currency, face, due) = values
         return cls(
-            reason=_REASONS_BY_CODE[int(row.reason)],
-            id=int(row.id),
-            creditor=int(row.creditor),
-            debtor=int(row.debtor),
-            holder=int(row.holder),
-            number_hash=_bytes(row.number_hash),
-            invoice_key=_bytes(row.invoice_key),
-            document_hash=_bytes(row.document_hash),
-            currency=str(row.currency),
-            face_value=int(row.face_value),
-            due_date=int(row.due_date),
+            reason=_REASONS_BY_CODE[int(reason)],
+            id=int(id_),
+            creditor=int(creditor),
+            debtor=int(debtor),
+            holder=int(holder),
+            number_hash=_bytes(number_hash),
+            invoice_key=_bytes(key),
+            document_hash=_bytes(document),
+            currency=str(currency),
+            face_value=int(face),
+            due_date=int(due),
         )
 
 
@@ -696,7 +818,8 @@ class _Line:
     invoice: Invoice
     key: bytes
     fingerprint: bytes
-    variant_keys: list[bytes]
+    variant_hashes: list[bytes]
+    """Number hashes of the similar numbers (:func:`number_variants`), for the line's debtor."""
 
     @property
     def lineage(self) -> tuple[int, bytes]:
@@ -742,6 +865,8 @@ class DuplicateChecker:
         self._by_both = _Prepared(_single_statement(True, True), engine, ("key", "fingerprint"))
         self._by_key = _Prepared(_single_statement(True, False), engine, ("key",))
         self._by_fingerprint = _Prepared(_single_statement(False, True), engine, ("fingerprint",))
+        self._near_single = _PreparedNear(engine)
+        self._bulk = _BulkSql(engine.dialect)
 
     # ------------------------------------------------------------------ single checks
 
@@ -900,11 +1025,9 @@ class DuplicateChecker:
         by_key: dict[bytes, _Match] = {}
         by_fingerprint: dict[bytes, _Match] = {}
         for chunk in _chunks(lines, _EXACT_CHUNK):
-            params = {
-                "keys": list({line.key for line in chunk}),
-                "fingerprints": list({line.fingerprint for line in chunk}),
-            }
-            for row in conn.execute(_BULK_EXACT_STATEMENT, params):
+            keys = list({line.key for line in chunk})
+            fingerprints = list({line.fingerprint for line in chunk})
+            for row in _raw_rows(conn, self._bulk.exact(len(keys), len(fingerprints)), keys + fingerprints):
                 match = _Match.of(row)
                 if match.invoice_key is not None:
                     by_key[match.invoice_key] = match
@@ -913,101 +1036,83 @@ class DuplicateChecker:
         return by_key, by_fingerprint
 
     def _near_rows(self, conn: Connection, lines: Sequence[_Line]) -> list[_Similar]:
-        """Live registrations that some line's near-duplicate rules find (one statement per chunk)."""
+        """Live registrations that some line's near-duplicate rules find: one prepared statement for a
+        single line; for a batch, one statement per chunk of lines for the amount and document rules and
+        one per group of debtors for the similar numbers."""
+        if len(lines) == 1:
+            return [_Similar.of(row) for row in self._near_single.rows(conn, lines[0])]
         found: list[_Similar] = []
         chunk: list[_Line] = []
         budget = 0
         for line in lines:
-            cost = 5 + len(line.variant_keys)
-            if chunk and budget + cost > _NEAR_PARAMS:
+            if chunk and budget + 5 > _NEAR_PARAMS:  # four for the amount, one for a document hash
                 found.extend(self._near_chunk(conn, chunk))
                 chunk, budget = [], 0
             chunk.append(line)
-            budget += cost
+            budget += 5
         if chunk:
             found.extend(self._near_chunk(conn, chunk))
+        by_debtor: dict[int, set[bytes]] = defaultdict(set)
+        for line in lines:
+            by_debtor[line.invoice.debtor].update(line.variant_hashes)
+        branches: list[tuple[int, list[bytes]]] = []
+        budget = 0
+        for debtor in sorted(by_debtor):
+            hashes = sorted(by_debtor[debtor])
+            for part in _chunks(hashes, _NEAR_PARAMS - 1):
+                if branches and (budget + 1 + len(part) > _NEAR_PARAMS or len(branches) == _MAX_VARIANT_BRANCHES):
+                    found.extend(self._similar_numbers(conn, branches))
+                    branches, budget = [], 0
+                branches.append((debtor, list(part)))
+                budget += 1 + len(part)
+        if branches:
+            found.extend(self._similar_numbers(conn, branches))
         return found
 
     def _near_chunk(self, conn: Connection, lines: Sequence[_Line]) -> list[_Similar]:
-        if len(lines) == 1:
-            line = lines[0]
-            rows = conn.execute(
-                _NEAR_SINGLE,
-                {
-                    "debtor": line.invoice.debtor,
-                    "currency": line.invoice.currency,
-                    "face_value": line.invoice.face_value,
-                    "due_date": line.invoice.due_date,
-                    "document": line.document,
-                    "variant_keys": line.variant_keys,
-                },
-            )
-            return [_Similar.of(row) for row in rows]
-        batch = (
-            values(
-                column("debtor", Integer),
-                column("currency", String(3)),
-                column("face_value", BigInteger),
-                column("due_date", BigInteger),
-                name="batch",
-            )
-            .data(sorted({line.amount_key for line in lines}))
-            .cte("batch")
-        )
-        selects: list[Select[Any]] = [
-            select(_reason(NearDuplicateReason.SAME_DEBTOR_AMOUNT_DUE_DATE), *_NEAR_COLUMNS)
-            .select_from(batch)
-            .join(
-                _R,
-                _current(
-                    and_(
-                        _R.c.debtor == batch.c.debtor,
-                        _R.c.face_value == batch.c.face_value,
-                        _R.c.due_date == batch.c.due_date,
-                    )
-                ),
-            )
-            .where(_R.c.currency == batch.c.currency, _LIVE)
-        ]
-        params: dict[str, list[bytes]] = {}
+        """The amount and document rules for a chunk of lines."""
+        amounts = sorted({line.amount_key for line in lines})
+        rows = _raw_rows(conn, self._bulk.amounts(len(amounts)), [v for amount in amounts for v in amount])
         documents = sorted({doc for line in lines if (doc := line.document) is not None})
         if documents:
-            selects.append(_by_document(_R.c.document_hash.in_(_hashes("documents"))))
-            params["documents"] = documents
-        variant_keys = sorted({key for line in lines for key in line.variant_keys})
-        if variant_keys:
-            selects.append(_by_variant_key(_R.c.invoice_key.in_(_hashes("variant_keys"))))
-            params["variant_keys"] = variant_keys
-        return [_Similar.of(row) for row in conn.execute(union_all(*selects), params)]
+            rows += _raw_rows(conn, self._bulk.documents(len(documents)), documents)
+        return [_Similar.of(row) for row in rows]
+
+    def _similar_numbers(self, conn: Connection, branches: Sequence[tuple[int, list[bytes]]]) -> list[_Similar]:
+        """Registrations holding one of the number hashes for the same debtor: one branch per debtor, a
+        probe of ix_receivables_current_debtor_number per hash."""
+        sql = self._bulk.similar_numbers([len(hashes) for _, hashes in branches])
+        params = [v for debtor, hashes in branches for v in (debtor, *hashes)]
+        return [_Similar.of(row) for row in _raw_rows(conn, sql, params)]
 
     # ------------------------------------------------------------------ internals: answers
 
     def _line(self, invoice: Invoice, *, variants: bool) -> _Line:
-        keys: list[bytes] = []
+        hashes: list[bytes] = []
         if variants:
             numbers = number_variants(invoice.normalized_number, digit_substitutions=self.digit_substitutions)
-            keys = [_key_of(invoice.debtor, _keccak256(n.encode("utf-8"))) for n in numbers]
-        return _Line(invoice, _key_of(invoice.debtor, invoice.number_hash), _fingerprint_of(invoice), keys)
+            hashes = [_keccak256(n.encode("utf-8")) for n in numbers]
+        return _Line(invoice, _key_of(invoice.debtor, invoice.number_hash), _fingerprint_of(invoice), hashes)
 
     @staticmethod
     def _assign_similar(lines: Sequence[_Line], found: Sequence[_Similar]) -> Iterator[tuple[int, _Similar]]:
         """Which lines each found registration is similar to (never the line's own lineage)."""
         by_amount: dict[tuple[int, str, int, int], list[int]] = defaultdict(list)
         by_document: dict[bytes, list[int]] = defaultdict(list)
-        by_variant: dict[bytes, list[int]] = defaultdict(list)
+        by_variant: dict[tuple[int, bytes], list[int]] = defaultdict(list)
         for index, line in enumerate(lines):
             by_amount[line.amount_key].append(index)
             if line.document is not None:
                 by_document[line.document].append(index)
-            for key in line.variant_keys:
-                by_variant[key].append(index)
+            for number_hash in line.variant_hashes:
+                by_variant[(line.invoice.debtor, number_hash)].append(index)
         for similar in found:
             if similar.reason is NearDuplicateReason.SAME_DEBTOR_AMOUNT_DUE_DATE:
                 indexes = by_amount.get((similar.debtor, similar.currency, similar.face_value, similar.due_date), [])
             elif similar.reason is NearDuplicateReason.SAME_DOCUMENT_HASH:
                 indexes = by_document.get(similar.document_hash or b"", [])
             else:
-                indexes = by_variant.get(similar.invoice_key or b"", [])
+                indexes = by_variant.get((similar.debtor, similar.number_hash or b""), [])
             for index in indexes:
                 if lines[index].lineage != (similar.debtor, similar.number_hash):
                     yield index, similar
@@ -1064,17 +1169,18 @@ class DuplicateChecker:
 
         by_amount: dict[tuple[int, str, int, int], list[int]] = defaultdict(list)
         by_document: dict[bytes, list[int]] = defaultdict(list)
-        first_by_key: dict[bytes, int] = {}
+        first_by_lineage: dict[tuple[int, bytes], int] = {}
         for index, line in enumerate(lines):
             by_amount[line.amount_key].append(index)
             if line.document is not None:
                 by_document[line.document].append(index)
-            first_by_key.setdefault(line.key, index)
+            first_by_lineage.setdefault(line.lineage, index)
         pair_up(by_amount, NearDuplicateReason.SAME_DEBTOR_AMOUNT_DUE_DATE)
         pair_up(by_document, NearDuplicateReason.SAME_DOCUMENT_HASH)
         for index, line in enumerate(lines):
-            for key in line.variant_keys:
-                other = first_by_key.get(key)
+            debtor = line.invoice.debtor
+            for number_hash in line.variant_hashes:
+                other = first_by_lineage.get((debtor, number_hash))
                 if other is not None and other != index:
                     pairs.add((index, other, NearDuplicateReason.SIMILAR_INVOICE_NUMBER))
                     pairs.add((other, index, NearDuplicateReason.SIMILAR_INVOICE_NUMBER))
