@@ -3,14 +3,18 @@ import { api } from "./api.js";
 import { currentSigner, signTypedData } from "./wallet.js";
 import { chip, date, errorBox, explain, h, modal, money, short, table } from "./ui.js";
 
-const AMOUNTS = new Set(["advance", "amount", "amounts"]);
+const AMOUNTS = new Set(["advance", "amount", "amounts", "face_value"]);
 
+// The server's normalised echo of the arguments, readable: amounts in their currency, dates as dates.
 function summaryRows(summary, prefix = "", currency = null) {
   const rows = [];
+  const cur = (summary && typeof summary.currency === "string" && summary.currency) || currency;
   for (const [k, v] of Object.entries(summary || {})) {
     const key = prefix ? `${prefix}.${k}` : k;
-    if (currency && AMOUNTS.has(k)) rows.push([key, Array.isArray(v) ? v.map((x) => money(x, currency)).join(" + ") : money(v, currency)]);
-    else if (v && typeof v === "object" && !Array.isArray(v)) rows.push(...summaryRows(v, key));
+    if (cur && AMOUNTS.has(k) && (typeof v === "number" || Array.isArray(v))) {
+      rows.push([key, Array.isArray(v) ? v.map((x) => money(x, cur)).join(" + ") : money(v, cur)]);
+    } else if (k.endsWith("_date") && typeof v === "number") rows.push([key, date(v)]);
+    else if (v && typeof v === "object" && !Array.isArray(v)) rows.push(...summaryRows(v, key, cur));
     else if (Array.isArray(v) && v.length > 6) rows.push([key, `${v.length} items`]);
     else rows.push([key, Array.isArray(v) ? v.map((x) => (typeof x === "object" ? JSON.stringify(x) : x)).join(", ") : String(v)]);
   }
@@ -63,7 +67,21 @@ export function outcome(result) {
 }
 
 // Runs one action through the modal; resolves with the relay result, or null when not completed.
-export function runAction(action, args, { title, currency = null } = {}) {
+// An offer's outcome: the factor's policy decided at once (assigned), or queued it for a person.
+export function offerOutcome(offer) {
+  const ok = offer.state === "assigned" || offer.state === "accepted";
+  return h("div", { class: `result ${ok ? "ok" : offer.state === "queued" ? "" : "bad"}`, "data-testid": "offer-result" },
+    h("strong", {}, `Offer #${offer.id} to Entity ${offer.factor}: ${offer.state}`),
+    h("dl", {},
+      h("dt", {}, "receivable"), h("dd", {}, `#${offer.receivable_id}`),
+      h("dt", {}, "advance"), h("dd", {}, money(offer.advance, offer.currency)),
+      offer.tx_hash ? [h("dt", {}, "transaction"), h("dd", { class: "mono" }, offer.tx_hash)] : null,
+      offer.reasons.length ? [h("dt", {}, "waiting because"), h("dd", {}, offer.reasons.join("; "))] : null),
+    offer.state === "queued" ? h("p", { class: "hint" }, "The factor decides it on its page; your signed request stays valid until its deadline.") : null);
+}
+
+// submit: what to do with the signed request (default: relay it); show: how to present the answer.
+export function runAction(action, args, { title, currency = null, submit = null, show = outcome } = {}) {
   return new Promise((resolve) => {
     let settled = false;
     const finish = (value) => { if (!settled) { settled = true; resolve(value); } };
@@ -109,8 +127,9 @@ export function runAction(action, args, { title, currency = null } = {}) {
         status.replaceChildren(h("p", { class: "hint" }, "Signing and waiting for the block…"));
         try {
           const signature = await signTypedData(prepared.typed_data);
-          const result = await api(`/actions/${action}`, { method: "POST", body: { ...message, signature } });
-          m.body.replaceChildren(h("h2", {}, title || action), outcome(result),
+          const signed = { ...message, signature };
+          const result = submit ? await submit(signed) : await api(`/actions/${action}`, { method: "POST", body: signed });
+          m.body.replaceChildren(h("h2", {}, title || action), show(result),
             h("div", { class: "actions" }, h("button", { class: "primary", onclick: () => { m.close(); }, "data-testid": "modal-close" }, "Close")));
           settled = true;
           resolve(result);

@@ -162,23 +162,31 @@ def test_every_role_does_its_task_in_the_portal_and_the_others_see_it(
     expect(f.page.get_by_test_id("check-verdict")).to_have_text("registered, confirmed, not financed")
     f.shot("check")
 
-    # Creditor: assigns it to that factor.
-    c.page.reload()  # the key is in memory only: a reload forgets it, the session stays
+    # Creditor: offers it to that factor with its signed assignment (after a reload the key is locked:
+    # it lives in the page's memory only, so the creditor unlocks it again) ...
+    c.page.reload()
     c.page.get_by_test_id(f"assign-{rid}").click()
     c.page.get_by_test_id("assign-factor").fill(str(factor.entity))
-    c.page.get_by_test_id("assign-submit").click()
+    c.page.get_by_test_id("offer-submit").click()
     expect(c.page.get_by_test_id("error")).to_contain_text("locked")
     c.page.get_by_test_id("modal-close").click()
     c.sign_in(creditor.address)
     c.page.get_by_test_id(f"assign-{rid}").click()
     c.page.get_by_test_id("assign-factor").fill(str(factor.entity))
-    c.page.get_by_test_id("assign-submit").click()
-    c.shot("assign-sign")
-    assert "assigned" in c.sign_and_send()
+    c.page.get_by_test_id("offer-submit").click()
+    expect(c.page.get_by_test_id("sign-summary")).to_contain_text("CNY 1,665,540.00")  # the advance, 90%
+    c.shot("offer-sign")
+    c.page.get_by_test_id("sign-and-send").click()
+    expect(c.page.get_by_test_id("offer-result")).to_contain_text("queued")
+    c.page.get_by_test_id("modal-close").click()
 
-    # Factor: the portfolio shows it; the same check now says financed.
-    f.page.reload()
+    # ... and the factor takes the assignment; its portfolio shows it and the same check now says financed.
+    f.page.get_by_test_id("nav-factor").click()
+    expect(f.page.get_by_test_id("offers").locator("tr", has_text=f"#{rid}")).to_contain_text("CNY 1,665,540.00")
+    f.shot("offers")
+    f.page.get_by_test_id(f"accept-offer-{rid}").click()
     expect(f.page.get_by_test_id("portfolio").locator(f'tr[data-id="{rid}"]')).to_contain_text("assigned")
+    expect(f.page.get_by_test_id("offers")).to_contain_text("No offers await your decision.")
     _fill_invoice(f.page, invoice)
     f.page.get_by_test_id("check-submit").click()
     expect(f.page.get_by_test_id("check-verdict")).to_have_text("registered, assigned, financed")
@@ -196,7 +204,7 @@ def test_every_role_does_its_task_in_the_portal_and_the_others_see_it(
     assert "PaymentReported" in d.sign_and_send()
 
     # ... which the factor acknowledges from its list of payments to acknowledge.
-    f.sign_in(factor.address)  # after the reload above, the key must be unlocked again to sign
+    f.page.get_by_test_id("nav-factor").click()
     claim = f.page.get_by_test_id("claims").locator("tr", has_text=f"#{rid}")
     expect(claim).to_contain_text("CNY 850,600.00")
     claim.get_by_role("button", name="Acknowledge").click()

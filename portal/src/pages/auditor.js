@@ -2,7 +2,7 @@
 // and check search certificates, the live event stream, and the registry-wide charts.
 import { api, eventStream } from "../api.js";
 import { ageingPanel, exposurePanels, volumesPanel } from "../charts.js";
-import { chip, errorBox, h, panel, short, table, onLeave } from "../ui.js";
+import { chip, errorBox, h, onLeave, panel, short, table } from "../ui.js";
 import { ethers } from "../wallet.js";
 import { COLUMNS, grid, loadingTable, page, receivables, statCard } from "./common.js";
 

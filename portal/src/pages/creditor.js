@@ -1,5 +1,6 @@
 // Creditor: register one invoice or a CSV of them (each line's outcome), assign to a factor, split, cancel.
-import { runAction } from "../actions.js";
+import { offerOutcome, runAction } from "../actions.js";
+import { api } from "../api.js";
 import { exposurePanels, volumesPanel } from "../charts.js";
 import { errorBox, formValues, h, modal, panel, toMajorText, toMinor } from "../ui.js";
 import { COLUMNS, grid, invoiceFromForm, invoiceInputs, loadingTable, page, receivables } from "./common.js";
@@ -87,17 +88,22 @@ export function creditorPage(principal, { refresh }) {
       h("label", {}, "Factor (entity id)", h("input", { name: "factor", type: "number", min: 1, required: true, "data-testid": "assign-factor" })),
       h("label", {}, `Advance (${r.currency})`, h("input", { name: "advance", required: true, value: toMajorText(BigInt(r.unpaid) * 9n / 10n, r.currency), "data-testid": "assign-advance" })),
       h("label", { class: "check" }, h("input", { name: "recourse", type: "checkbox" }), "with recourse"),
-      h("button", { class: "primary", type: "submit", "data-testid": "assign-submit" }, "Prepare assignment"));
+      h("button", { class: "primary", type: "submit", value: "offer", "data-testid": "offer-submit" }, "Offer to the factor"),
+      h("button", { type: "submit", value: "assign", "data-testid": "assign-submit" }, "Assign now"));
     const m = modal(h("h2", {}, `Assign receivable #${r.id}`),
-      h("p", { class: "hint" }, "Check with the factor first: it will look the invoice up for double financing before it advances."),
+      h("p", { class: "hint" }, "Offer it: the factor checks it for double financing and takes the assignment (at once when its policy allows, else by hand). Or assign now, as agreed outside the registry."),
       form, h("div", { class: "actions", style: "margin-top:10px" }, h("button", { type: "button", onclick: () => m.close() }, "Cancel")));
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
       const v = formValues(form);
       const advance = toMinor(v.advance, r.currency);
       if (advance === null) { form.append(errorBox({ title: `Advance: not an amount in ${r.currency}.`, code: "" })); return; }
-      const result = await runAction("assign", { id: r.id, factor: Number(v.factor), advance: Number(advance), recourse: v.recourse },
-        { title: `Assign receivable #${r.id}`, currency: r.currency });
+      const args = { id: r.id, factor: Number(v.factor), advance: Number(advance), recourse: v.recourse };
+      const offer = e.submitter && e.submitter.value === "offer";
+      const result = await runAction("assign", args, offer
+        ? { title: `Offer receivable #${r.id} to Entity ${args.factor}`, currency: r.currency, show: offerOutcome,
+          submit: (request) => api("/offers", { method: "POST", body: { request } }) }
+        : { title: `Assign receivable #${r.id}`, currency: r.currency });
       if (result) loadMine();
     });
   }

@@ -3,7 +3,7 @@
 import { runAction } from "../actions.js";
 import { ageingPanel, exposurePanels } from "../charts.js";
 import { api, eventStream } from "../api.js";
-import { errorBox, formValues, h, modal, money, panel, table, toMinor, onLeave } from "../ui.js";
+import { errorBox, formValues, h, modal, money, onLeave, panel, table, toast, toMinor } from "../ui.js";
 import { COLUMNS, grid, invoiceFromForm, invoiceInputs, isOverdue, loadingTable, page, receivables, statCard } from "./common.js";
 
 export function verdict(result) {
@@ -97,6 +97,46 @@ export function factorPage(principal, { refresh }) {
   });
   onLeave(stop);
 
+  // Offers made to this factor: take the assignment (the holder's signed request is relayed) or decline.
+  const offersHost = h("div", {}, h("div", { class: "empty" }, "Loading…"));
+  function loadOffers() {
+    api("/offers", { query: { state: "queued", limit: 100 } }).then((data) => {
+      const mine = data.items.filter((o) => o.factor === me);
+      offersHost.replaceChildren(table([
+        { title: "Offer", cell: (o) => `#${o.id}` },
+        { title: "Receivable", cell: (o) => h("a", { href: `#/receivable/${o.receivable_id}` }, `#${o.receivable_id}`) },
+        { title: "From", cell: (o) => `Entity ${o.holder}` },
+        { title: "Debtor", cell: (o) => `Entity ${o.debtor}` },
+        { title: "Unpaid", class: "num", cell: (o) => money(o.amount, o.currency) },
+        { title: "Advance", class: "num", cell: (o) => money(o.advance, o.currency) },
+        { title: "Recourse", cell: (o) => (o.recourse ? "yes" : "no") },
+        { title: "Valid until", cell: (o) => new Date(o.deadline * 1000).toLocaleString() },
+        { title: "Why queued", cell: (o) => o.reasons.join("; ") || "no policy set: decided by hand" },
+        { title: "", cell: (o) => h("div", { class: "actions" },
+          h("button", { class: "small primary", "data-testid": `accept-offer-${o.receivable_id}`, onclick: (e) => decide(o, "accept", e.target) }, "Take assignment"),
+          h("button", { class: "small danger", onclick: (e) => decide(o, "decline", e.target) }, "Decline")) },
+      ], mine, { empty: "No offers await your decision.", testid: "offers" }));
+    }).catch((err) => offersHost.replaceChildren(errorBox(err)));
+  }
+  async function decide(o, how, button) {
+    button.disabled = true;
+    try {
+      const offer = await api(`/offers/${o.id}/${how}`, { method: "POST", body: how === "decline" ? { note: "" } : undefined });
+      toast(`Offer #${offer.id}: ${offer.state}${offer.tx_hash ? ` in block ${offer.block} (transaction ${offer.tx_hash.slice(0, 12)}…)` : ""}`);
+      // Show the portfolio once the mirror has the assignment's block.
+      for (let i = 0; offer.block && i < 50; i++) {
+        const health = await api("/health");
+        if ((health.indexed_block || 0) >= offer.block) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      refresh();
+    } catch (err) {
+      button.disabled = false;
+      offersHost.prepend(errorBox(err));
+    }
+  }
+  loadOffers();
+
   const claimForm = h("form", { class: "fields", "data-testid": "claim-form" },
     h("label", {}, "Payment claim id", h("input", { name: "claim_id", type: "number", min: 1, required: true })),
     h("button", { class: "primary", type: "submit", value: "acknowledge" }, "Acknowledge"),
@@ -136,6 +176,7 @@ export function factorPage(principal, { refresh }) {
       h("p", { class: "hint" }, "Enter the invoice as the creditor presents it. Formatting does not matter (INV-001 = inv 001, 1,850,600.00 = 1850600). You learn whether it is registered, confirmed and financed, never who financed it."),
       checkForm, checkHost),
     summaryHost,
+    panel("Offers to you", h("p", { class: "hint" }, "Creditors offer receivables with their signed assignment. Check the invoice above, then take the assignment: the registry relays the holder's request as signed."), offersHost),
     panel("Portfolio", h("p", { class: "hint" }, "Receivables you hold, by due date; overdue in red. The debtor is told to pay you."), portfolioHost),
     grid(
       panel("Payments to acknowledge", h("p", { class: "hint" }, "Payments debtors report to you, live. Acknowledge when the money has arrived (it is then counted against the receivable); reject when it has not."),
