@@ -50,11 +50,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from eth_abi.abi import decode
-from sqlalchemy import Connection, Engine, and_, func, insert, inspect, or_, select, update
-from sqlalchemy import column as sql_column
-from sqlalchemy import table as sql_table
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from registry.anomalies import open_flags
 from registry.chain.contract import RegistryClient, SignedRequest
 from registry.checks import DuplicateChecker
 from registry.domain import KeyStatus, Status
@@ -469,39 +468,10 @@ def evaluate(offer: OfferedAssignment, policy: Policy | None, facts: Facts) -> D
 # ---------------------------------------------------------------------------------------- mirror reads
 
 
-_ANOMALY_TABLE = sql_table(
-    "anomaly_flags",
-    sql_column("receivable_id"),
-    sql_column("kind"),
-    sql_column("severity"),
-    sql_column("reason"),
-    sql_column("state"),
-)
-
-
 def open_anomaly_flags(conn: Connection, receivable_id: int) -> list[str]:
-    """Open anomaly flags on a receivable, as "kind (severity): reason".
-
-    The one place the approval reads anomaly flags: the ``anomaly_flags`` table of registry/anomalies.py
-    (migration 0004; ``state = 'open'``). Until that table exists there are no flags to read. Point this
-    at registry.anomalies' own query when it offers one."""
-    if not _has_table(conn, "anomaly_flags"):
-        return []
-    t = _ANOMALY_TABLE
-    rows = conn.execute(
-        select(t.c.kind, t.c.severity, t.c.reason).where(t.c.receivable_id == receivable_id, t.c.state == "open")
-    ).all()
-    return [f"{kind} ({severity}): {reason}" for kind, severity, reason in rows]
-
-
-_tables_seen: dict[tuple[int, str], bool] = {}
-
-
-def _has_table(conn: Connection, name: str) -> bool:
-    key = (id(conn.engine), name)
-    if not _tables_seen.get(key):  # cache only the positive answer: a migration may add the table later
-        _tables_seen[key] = inspect(conn).has_table(name)
-    return _tables_seen[key]
+    """Open anomaly flags on a receivable, as "kind (severity): reason": registry.anomalies' own query
+    (``open_flags``) over its ``anomaly_flags`` table, the one place the approval reads them."""
+    return [f"{f['kind']} ({f['severity']}): {f['reason']}" for f in open_flags(conn, [receivable_id])[receivable_id]]
 
 
 def near_duplicates_of(conn: Connection, row: Mapping[str, Any]) -> list[str]:
