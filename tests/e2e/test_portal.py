@@ -4,16 +4,20 @@ build/screenshots/<role>-<page>.png."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from registry.chain.contract import RegistryClient
 from registry.demo import DAY, Consortium
+from tests.conftest import InvoiceFactory
 from tests.e2e.conftest import CHROMIUM, SCREENSHOTS, Portal
 
 TIMEOUT_MS = 20_000
@@ -247,3 +251,50 @@ def test_every_role_does_its_task_in_the_portal_and_the_others_see_it(
 
     for session in (c, d, f, a, o, s):
         session.close()
+
+
+def test_a_browser_wallet_signs_in_and_disputes_an_invoice(
+    browser: Browser, portal: Portal, registry: RegistryClient, consortium: Consortium, make_invoice: InvoiceFactory
+) -> None:
+    """The "Use browser wallet" path: an injected EIP-1193 provider (window.ethereum) whose signatures
+    come from the debtor's key held outside the page, as a wallet extension holds it."""
+    creditor, debtor = consortium.creditors[0], consortium.debtors[0]
+    rid = registry.register(creditor.account, make_invoice(debtor_id=debtor.entity))
+    account = debtor.account
+    asked: list[str] = []
+
+    def wallet(method: str, params_json: str) -> str:
+        asked.append(method)
+        params = json.loads(params_json)
+        if method in ("eth_requestAccounts", "eth_accounts"):
+            return json.dumps([account.address])
+        if method == "eth_chainId":
+            return json.dumps(hex(registry.chain.chain_id))
+        if method == "personal_sign":
+            signed = account.sign_message(encode_defunct(hexstr=params[0]))
+            return json.dumps("0x" + bytes(signed.signature).hex())
+        if method == "eth_signTypedData_v4":
+            assert params[0].lower() == account.address.lower()
+            signed = Account.sign_typed_data(account.key, full_message=json.loads(params[1]))
+            return json.dumps("0x" + bytes(signed.signature).hex())
+        raise ValueError(f"the test wallet does not do {method}")
+
+    s = Session(browser, portal, "debtor")
+    s.page.expose_function("testWallet", wallet)
+    s.page.add_init_script(
+        "window.ethereum = { request: async ({ method, params }) => "
+        "JSON.parse(await window.testWallet(method, JSON.stringify(params || []))), "
+        "on() {}, removeListener() {} };"
+    )
+    s.page.goto(f"{portal.url}/#/signin")
+    s.page.get_by_test_id("signin-wallet").click()
+    expect(s.page.get_by_test_id("nav-debtor")).to_have_class(re.compile("active"))
+    s.page.get_by_test_id(f"dispute-{rid}").click()
+    s.page.get_by_test_id("dispute-reason").select_option("QUALITY_DEFECT")
+    s.page.get_by_test_id("dispute-submit").click()
+    expect(s.page.get_by_test_id("sign-summary")).to_contain_text("QUALITY_DEFECT")
+    s.page.get_by_test_id("sign-and-send").click()
+    expect(s.page.get_by_test_id("action-receivables").locator(f'tr[data-id="{rid}"]')).to_contain_text("disputed")
+    s.shot("wallet-dispute")
+    assert {"personal_sign", "eth_signTypedData_v4"} <= set(asked)
+    s.close()
