@@ -653,23 +653,22 @@ class OfferDesk:
             raise OfferError(422, "offer.invoice_mismatch", message, "invoice")
         flags, similar = self._screen(row, invoice, holder)
         now = time.time()
-        with self._decision_lock(offered.factor) as conn:
-            again = self._offer_by_digest(offered.digest, conn)
-            if again is not None:
-                return again
-            policy = self._policy_in(conn, offered.factor)
-            facts = self._facts(conn, offered, row, flags, similar)
-            decision = evaluate(offered, policy, facts)
-            state = ACCEPTED if decision.accepted else QUEUED
-            try:
+        try:
+            with self._decision_lock(offered.factor) as conn:
+                again = self._offer_by_digest(offered.digest, conn)
+                if again is not None:
+                    return again
+                policy = self._policy_in(conn, offered.factor)
+                facts = self._facts(conn, offered, row, flags, similar)
+                decision = evaluate(offered, policy, facts)
+                state = ACCEPTED if decision.accepted else QUEUED
                 offer_id = self._insert_offer(conn, request, offered, holder, facts, decision, state, policy, now)
-            except IntegrityError:  # the same request submitted concurrently (another replica)
-                conn.rollback()
-                found = self._offer_by_digest(offered.digest)
-                if found is None:
-                    raise
-                return found
-            self._record(conn, offer_id, "policy", state, decision.rule, decision, "; ".join(decision.reasons))
+                self._record(conn, offer_id, "policy", state, decision.rule, decision, "; ".join(decision.reasons))
+        except IntegrityError:  # the same request offered at the same moment elsewhere: one offer, its answer
+            found = self._offer_by_digest(offered.digest)
+            if found is None:
+                raise
+            return found
         if decision.accepted and relay:
             return self._relay(offer_id, request)
         return self.get(offer_id)

@@ -417,3 +417,24 @@ def test_two_simultaneous_offers_cannot_together_exceed_a_limit(desk: Desk) -> N
             # Let the next trial's limit count both: the queued one is accepted by hand (over the limit).
             desk.desk.accept(queued.id, factor.entity, factor.address)
     assert len(outcomes) == TRIALS
+
+
+def test_the_same_offer_submitted_twice_at_once_is_one_offer_and_one_transaction(desk: Desk) -> None:
+    creditor, debtor, factor = desk.consortium.creditors[0], desk.consortium.debtors[0], desk.consortium.factors[0]
+    desk.set_policy(factor)
+    rid, invoice = desk.confirmed(creditor, debtor)
+    request = desk.offer(creditor, rid, factor, invoice.face_value * 8 // 10)
+    barrier = threading.Barrier(2)
+
+    def go(_: int) -> Any:
+        barrier.wait()
+        return desk.desk.submit(request)
+
+    with ThreadPoolExecutor(2) as pool:
+        views = list(pool.map(go, range(2)))
+    assert views[0].id == views[1].id
+    final = desk.desk.get(views[0].id)
+    assert final.state == "assigned"
+    assert [d["outcome"] for d in final.decisions] == ["accepted", "assigned"]
+    with desk.desk.engine.connect() as conn:
+        assert len(conn.execute(select(table_of(Offer).c.id)).all()) == 1
