@@ -43,7 +43,7 @@ function linesTable(lines) {
       [
         { title: "Line", class: "num", cell: (l) => String(l.line + 1) },
         { title: "Outcome", cell: (l) => (l.error ? chip("refused", "bad") : chip("registered")) },
-        { title: "Receivable / reason", cell: (l) => (l.error
+        { title: "Receivable / reason", class: "wrap", cell: (l) => (l.error
           ? explain({ code: `contract.${l.error}`, fields: l.fields }).title
           : h("a", { href: `#/receivable/${l.id}` }, `#${l.id}`)) },
       ],

@@ -46,11 +46,13 @@ class Session:
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.on("console", lambda m: self.errors.append(f"{m.text} ({m.location})") if m.type == "error" else None)
 
-    def sign_in(self, address: str, *, expect_home: bool = True) -> None:
+    def sign_in(self, address: str, *, expect_home: bool = True, shot: str | None = None) -> None:
         page = self.page
         page.goto(f"{self.portal.url}/#/signin")
         page.get_by_test_id("keystore-file").set_input_files(str(self.portal.keystore(address)))
         page.get_by_test_id("keystore-password").fill(self.portal.password)
+        if shot:
+            self.shot(shot)
         page.get_by_test_id("signin-submit").click()
         if expect_home:
             expect(page.get_by_test_id(f"nav-{self.role}")).to_have_class(re.compile("active"))
@@ -69,6 +71,7 @@ class Session:
     def shot(self, name: str) -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{self.role}-{name}.png"
+        self.page.evaluate("window.scrollTo(0, 0)")
         self.page.screenshot(path=str(path), full_page=True)
         return path
 
@@ -105,8 +108,7 @@ def test_every_role_does_its_task_in_the_portal_and_the_others_see_it(
 
     # Creditor: registers one invoice, then a CSV whose last line repeats it (refused, the rest go through).
     c = Session(browser, portal, "creditor")
-    c.sign_in(creditor.address)
-    c.shot("signed-in")
+    c.sign_in(creditor.address, shot="signin")
     _fill_invoice(c.page, invoice)
     c.page.get_by_test_id("register-submit").click()
     expect(c.page.get_by_test_id("sign-summary")).to_contain_text("E2E-2026-0001")

@@ -80,7 +80,7 @@ export function debtorPage(principal, { refresh }) {
   { empty: "You owe nothing on the registry.", testid: "owes" });
 
   return page("Debtor",
-    panel("Awaiting your confirmation", h("p", { class: "hint" }, "Invoices registered against you by your suppliers. Confirm (确权) what you owe; dispute what you do not."), inboxHost),
+    panel("Awaiting your confirmation", h("p", { class: "hint" }, "Invoices registered against you by your suppliers. Confirm what you owe; dispute what you do not."), inboxHost),
     grid(
       panel("What you owe", h("p", { class: "hint" }, "Confirmed receivables, by due date. Pay the entity shown: it is the payee of record (after an assignment, the factor). Overdue in red."), owesHost),
       ageingPanel(),

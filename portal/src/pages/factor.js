@@ -111,7 +111,7 @@ export function factorPage(principal, { refresh }) {
         { title: "Advance", class: "num", cell: (o) => money(o.advance, o.currency) },
         { title: "Recourse", cell: (o) => (o.recourse ? "yes" : "no") },
         { title: "Valid until", cell: (o) => new Date(o.deadline * 1000).toLocaleString() },
-        { title: "Why queued", cell: (o) => o.reasons.join("; ") || "no policy set: decided by hand" },
+        { title: "Why queued", class: "wrap", cell: (o) => o.reasons.join("; ") || "no policy set: decided by hand" },
         { title: "", cell: (o) => h("div", { class: "actions" },
           h("button", { class: "small primary", "data-testid": `accept-offer-${o.receivable_id}`, onclick: (e) => decide(o, "accept", e.target) }, "Take assignment"),
           h("button", { class: "small danger", onclick: (e) => decide(o, "decline", e.target) }, "Decline")) },
