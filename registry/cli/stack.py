@@ -17,7 +17,7 @@ from registry.chain.contract import RegistryClient
 from registry.chain.deployment import Deployment, check_deployment, ensure_deployment
 from registry.chain.node import LocalNode
 from registry.cli._common import JsonOpt, console, errors, fail, rpc_url
-from registry.demo import ADMIN_INDEX, Consortium, seed_demo
+from registry.demo import ADMIN_INDEX, Consortium, demo_genesis_timestamp, seed_demo
 from registry.domain import ROLE_NAMES
 from registry.errors import RegistryError
 from registry.indexer.indexer import Indexer, IndexerConfig
@@ -238,6 +238,10 @@ def up(
         raise fail("`registry up` runs a local node; unset REGISTRY_RPC_URL to use it", 2)
     # Automine while deploying and seeding (fast), then interval mining like a QBFT network.
     node = _local_node(settings, block_time=0)
+    if settings.node == "anvil" and not (settings.node_dir / "anvil-state.json").exists():
+        # A fresh chain starts in the past, so that the demo's 210-day history ends at the wall clock (its
+        # overdue invoices need the chain's clock to pass their due dates); a restart keeps its own clock.
+        node.extra_args = [*node.extra_args, "--timestamp", str(demo_genesis_timestamp())]
     indexer: Indexer | None = None
     indexing: threading.Thread | None = None
     api: _ApiServer | None = None
