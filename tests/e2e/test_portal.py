@@ -236,6 +236,11 @@ def test_every_role_does_its_task_in_the_portal_and_the_others_see_it(
     a.page.get_by_test_id("cert-file").set_input_files(str(saved))
     expect(a.page.get_by_test_id("cert-check")).to_contain_text("valid: signed by this registry's issuer")
     a.shot("home")
+    a.page.get_by_role("link", name=f"#{rid}", exact=True).first.click()
+    history = a.page.get_by_test_id("history")
+    expect(history.locator("tbody tr")).to_have_count(4)  # registered, confirmed, assigned, partially paid
+    expect(history).to_contain_text("partially paid")
+    a.shot("receivable")
 
     # Operator: suspends a participant; that participant is then refused at sign-in.
     o = Session(browser, portal, "admin")

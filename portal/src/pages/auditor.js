@@ -4,7 +4,7 @@ import { api, eventStream } from "../api.js";
 import { ageingPanel, exposurePanels, volumesPanel } from "../charts.js";
 import { chip, errorBox, h, onLeave, panel, short, table } from "../ui.js";
 import { ethers } from "../wallet.js";
-import { COLUMNS, grid, loadingTable, page, receivables, statCard } from "./common.js";
+import { COLUMNS, flagsPanel, grid, loadingTable, page, receivables, statCard } from "./common.js";
 
 // The bytes the registry hashes and signs: sorted keys, no whitespace, ASCII (as Python's json.dumps).
 export function canonicalJson(value) {
@@ -150,6 +150,7 @@ export function auditorPage() {
         h("h2", { style: "margin-top:16px" }, "Check a certificate"), certFile, checkHost),
     ),
     panel("Latest receivables", allHost),
+    flagsPanel(),
     grid(
       panel("Event stream", streamState, h("div", { class: "events" }, h("table", {}, h("thead", {}, h("tr", {}, h("th", { class: "num" }, "Block"), h("th", {}, "Event"), h("th", {}, "Arguments"))), rows))),
       volumesPanel(),

@@ -1,6 +1,6 @@
 // What several role pages share: receivable tables, the overdue rule, small forms.
 import { api } from "../api.js";
-import { chip, date, errorBox, h, money, table } from "../ui.js";
+import { chip, date, errorBox, h, modal, money, panel, table } from "../ui.js";
 
 export const OPEN = new Set(["registered", "confirmed", "disputed", "assigned", "partially_paid", "defaulted"]);
 
@@ -72,4 +72,41 @@ export function invoiceFromForm(values, debtor) {
 
 export function statCard(k, v, testid) {
   return h("div", { class: "stat", "data-testid": testid }, h("div", { class: "k" }, k), h("div", { class: "v" }, v));
+}
+
+// Anomaly flags on the receivables the caller may read (open ones), each clearable with a note by the
+// current holder or an auditor.
+export function flagsPanel() {
+  const host = h("div", {}, h("div", { class: "empty" }, "Loading…"));
+  function load() {
+    api("/flags", { query: { state: "open", limit: 100 } }).then((data) => {
+      host.replaceChildren(table([
+        { title: "Flag", cell: (f) => `#${f.id}` },
+        { title: "Receivable", cell: (f) => h("a", { href: `#/receivable/${f.receivable_id}` }, `#${f.receivable_id}`) },
+        { title: "Kind", cell: (f) => f.kind.replace(/_/g, " ") },
+        { title: "Severity", cell: (f) => chip(f.severity, f.severity === "high" ? "bad" : "") },
+        { title: "Why", class: "wrap", cell: (f) => f.reason + (f.related_id ? ` (see #${f.related_id})` : "") },
+        { title: "Raised in block", class: "num", cell: (f) => String(f.raised_block) },
+        { title: "", cell: (f) => h("button", { class: "small", onclick: () => clear(f) }, "Clear…") },
+      ], data.items, { empty: "No open anomaly flags.", testid: "flags" }));
+    }).catch((err) => host.replaceChildren(errorBox(err)));
+  }
+  function clear(f) {
+    const note = h("textarea", { rows: 3, required: true, placeholder: "why this is not a problem (kept with the flag)" });
+    const status = h("div");
+    const form = h("form", {}, h("label", {}, "Note", note),
+      h("div", { class: "actions", style: "margin-top:10px" }, h("button", { class: "primary", type: "submit" }, "Clear the flag"),
+        h("button", { type: "button", onclick: () => m.close() }, "Cancel")), status);
+    const m = modal(h("h2", {}, `Clear flag #${f.id} on receivable #${f.receivable_id}`), h("p", { class: "hint" }, f.reason), form);
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      try {
+        await api(`/flags/${f.id}/clear`, { method: "POST", body: { note: note.value.trim() } });
+        m.close();
+        load();
+      } catch (err) { status.replaceChildren(errorBox(err)); }
+    });
+  }
+  load();
+  return panel("Anomaly flags", h("p", { class: "hint" }, "Unusual patterns found in the ledger (near-duplicates, bursts, early payments…): look before you finance or pay."), host);
 }

@@ -137,7 +137,10 @@ export function creditorPage(principal, { refresh }) {
           h("button", { class: "small primary", onclick: () => assignForm(r), "data-testid": `assign-${r.id}` }, "Assign"),
           h("button", { class: "small", onclick: () => splitForm(r), "data-testid": `split-${r.id}` }, "Split"),
         ] : null,
-        r.status === "registered" ? h("button", { class: "small danger", onclick: () => cancel(r), "data-testid": `cancel-${r.id}` }, "Cancel") : null) },
+        r.status === "registered" ? h("button", { class: "small danger", onclick: () => cancel(r), "data-testid": `cancel-${r.id}` }, "Cancel") : null,
+        r.status === "assigned" && r.recourse ? h("button", { class: "small", onclick: async () => {
+          if (await runAction("buy-back", { id: r.id }, { title: `Buy back receivable #${r.id} (recourse)` })) loadMine();
+        } }, "Buy back") : null) },
     ], { empty: "You have registered no invoices yet.", testid: "mine" });
   }
   loadMine();

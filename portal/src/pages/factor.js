@@ -4,7 +4,7 @@ import { runAction } from "../actions.js";
 import { ageingPanel, exposurePanels } from "../charts.js";
 import { api, eventStream } from "../api.js";
 import { errorBox, formValues, h, modal, money, onLeave, panel, table, toast, toMinor } from "../ui.js";
-import { COLUMNS, grid, invoiceFromForm, invoiceInputs, isOverdue, loadingTable, page, receivables, statCard } from "./common.js";
+import { COLUMNS, flagsPanel, grid, invoiceFromForm, invoiceInputs, isOverdue, loadingTable, page, receivables, statCard } from "./common.js";
 
 export function verdict(result) {
   if (!result.registered) return "not registered";
@@ -177,6 +177,7 @@ export function factorPage(principal, { refresh }) {
       checkForm, checkHost),
     summaryHost,
     panel("Offers to you", h("p", { class: "hint" }, "Creditors offer receivables with their signed assignment. Check the invoice above, then take the assignment: the registry relays the holder's request as signed."), offersHost),
+    flagsPanel(),
     panel("Portfolio", h("p", { class: "hint" }, "Receivables you hold, by due date; overdue in red. The debtor is told to pay you."), portfolioHost),
     grid(
       panel("Payments to acknowledge", h("p", { class: "hint" }, "Payments debtors report to you, live. Acknowledge when the money has arrived (it is then counted against the receivable); reject when it has not."),
