@@ -46,15 +46,20 @@ def install(app: FastAPI, portal_dir: Path = PORTAL_DIR) -> None:
             )
         return FileResponse(page, media_type="text/html", headers={"Content-Security-Policy": CSP})
 
-    @app.get("/portal/vendor/{name}", include_in_schema=False)
-    def vendor(name: str, request: Request) -> Response:
-        if name not in VENDOR:
-            return problems.problem_response(request, 404, "not_found", f"no vendor file {name}")
-        path = modules / VENDOR[name]
-        if not path.is_file():
-            return problems.problem_response(
-                request, 503, "portal_not_installed", f"{VENDOR[name]} is missing: run `make bootstrap` (npm ci)"
-            )
-        return FileResponse(path, media_type="text/javascript", headers={"Cache-Control": "public, max-age=3600"})
+    def vendor_route(name: str, relative: str) -> None:
+        def vendor(request: Request) -> Response:
+            path = modules / relative
+            if not path.is_file():
+                return problems.problem_response(
+                    request, 503, "portal_not_installed", f"{relative} is missing: run `make bootstrap` (npm ci)"
+                )
+            headers = {"Cache-Control": "public, max-age=3600"}
+            return FileResponse(path, media_type="text/javascript", headers=headers)
+
+        # One literal path per file (no path parameter): nothing else under node_modules is reachable.
+        app.add_api_route(f"/portal/vendor/{name}", vendor, methods=["GET"], include_in_schema=False)
+
+    for name, relative in VENDOR.items():
+        vendor_route(name, relative)
 
     app.mount("/portal", StaticFiles(directory=src, check_dir=False), name="portal")

@@ -106,10 +106,6 @@ class AuditRuns:
         with self.lock:
             return self.runs[-1] if self.runs else None
 
-    def get(self, run_id: str) -> _Run | None:
-        with self.lock:
-            return next((r for r in self.runs if r.id == run_id), None)
-
 
 def _runs(services: Services) -> AuditRuns:
     runs = services.extra.get("audit_runs")
@@ -155,7 +151,7 @@ def _execute(services: Services, run: _Run) -> None:
 def start_audit(services: ServicesDep, principal: PrincipalDep, response: Response) -> AuditRunPublic:
     """Start a verification, as `registry audit verify` does: recompute the ledger hash chain from the
     chain's own events and compare every mirrored row with the contract's state at the mirror's block.
-    Runs in the background (poll `GET /audit/runs/{id}`); while one runs, this answers that one (200)."""
+    Runs in the background (poll `GET /audit/runs/latest`); while one runs, this answers that one (200)."""
     _auditor(principal)
     runs = _runs(services)
     with runs.lock:
@@ -176,15 +172,6 @@ def latest_audit(services: ServicesDep, principal: PrincipalDep) -> AuditRunPubl
     run = _runs(services).latest()
     if run is None:
         raise Problem(404, "not_found", "no verification has been run yet: POST /audit/runs")
-    return run.public()
-
-
-@router.get("/audit/runs/{run_id}", response_model=AuditRunPublic, tags=["audit"], responses=problem_responses(404))
-def audit_run(run_id: str, services: ServicesDep, principal: PrincipalDep) -> AuditRunPublic:
-    _auditor(principal)
-    run = _runs(services).get(run_id)
-    if run is None:
-        raise Problem(404, "not_found", f"no verification {run_id} on this replica")
     return run.public()
 
 

@@ -28,8 +28,9 @@ def _finished(api: TestClient, headers: dict[str, str], run: dict[str, Any]) -> 
     while run["status"] == "running":
         assert time.monotonic() < deadline, "the verification did not finish"
         time.sleep(0.1)
-        answer = api.get(f"/audit/runs/{run['id']}", headers=headers)
+        answer = api.get("/audit/runs/latest", headers=headers)
         assert answer.status_code == 200, answer.text
+        assert answer.json()["id"] == run["id"], "another verification started meanwhile"
         run = answer.json()
     return run
 
@@ -109,8 +110,7 @@ def test_the_portal_is_served_at_the_root_with_its_pinned_vendor_files(api: Test
     ethers = api.get("/portal/vendor/ethers.min.js")
     assert ethers.status_code == 200 and "javascript" in ethers.headers["content-type"], ethers.text[:200]
     assert api.get("/portal/vendor/chart.umd.min.js").status_code == 200
-    unknown = api.get("/portal/vendor/lodash.js")
-    assert unknown.status_code == 404 and unknown.json()["code"] == "not_found"
+    assert api.get("/portal/vendor/lodash.js").status_code == 404
     assert api.get("/portal/vendor/..%2F..%2Fpackage.json").status_code == 404
     assert api.get("/portal/../pyproject.toml").status_code == 404
     assert api.get("/docs").status_code == 200

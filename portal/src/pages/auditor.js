@@ -69,7 +69,7 @@ export function auditorPage() {
       verdictHost.replaceChildren(auditVerdict(run));
       while (run.status === "running") {
         await new Promise((r) => setTimeout(r, 400));
-        run = await api(`/audit/runs/${run.id}`);
+        run = await api("/audit/runs/latest");
       }
       await loadStatus();
     } catch (err) { verdictHost.replaceChildren(errorBox(err)); }
