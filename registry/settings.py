@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     reminder_unconfirmed_days: int = Field(default=5, gt=0, description="escalate an unconfirmed registration")
     reminder_unacknowledged_days: int = Field(default=3, gt=0, description="chase an unacknowledged payment")
     reminder_interval: float = Field(default=5.0, gt=0, description="reminder worker cycle, seconds")
+    anomaly_interval: float = Field(default=2.0, gt=0, description="anomaly scans: how often to look for new blocks")
     webhook_secret: str | None = Field(default=None, description="HMAC key of webhook bodies; unset: data_dir file")
     webhook_timeout: float = Field(default=5.0, gt=0)
     smtp_host: str = "127.0.0.1"

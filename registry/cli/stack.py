@@ -23,8 +23,9 @@ from registry.errors import RegistryError
 from registry.indexer.indexer import Indexer, IndexerConfig
 from registry.keys import account_from_key, anvil_account
 from registry.settings import Settings, get_settings
-from registry.store.db import make_engine, reset_database
+from registry.store.db import make_engine, migrate, reset_database
 from registry.store.queries import freshness, status_counts
+from registry.workers import Workers
 
 app = typer.Typer(no_args_is_help=True)  # holds `up`, `serve`, `index`; merged into the root app
 chain_app = typer.Typer(help="The local node and the contracts' deployment.", no_args_is_help=True)
@@ -155,6 +156,36 @@ def index(
             indexer.close()
 
 
+@app.command("work")
+def work(
+    once: Annotated[bool, typer.Option("--once", help="one anomaly scan and one reminder cycle, then exit")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the automations over the mirror: anomaly flags after each indexed block, due-date reminders and
+    escalations (webhook, e-mail). `registry up` runs them already; this is for a separate process."""
+    settings = get_settings()
+    with errors():
+        engine = make_engine(settings.database)
+        migrate(engine)
+        workers = Workers(engine, settings)
+        if once:
+            scanned = workers.scan_anomalies()
+            report = workers.reminders.run_once()
+            summary = {"anomaly_scan": scanned, "anomaly_block": workers.scanned_block, "reminders": str(report)}
+            if as_json:
+                print(json.dumps(summary))
+            else:
+                console.print(f"anomaly scan: {'to block ' + str(workers.scanned_block) if scanned else 'nothing new'}")
+                console.print(f"reminders: {report}")
+            return
+        workers.start()
+        console.print(
+            f"anomaly scans and reminders over {engine.url.render_as_string(hide_password=True)}; Ctrl-C stops"
+        )
+        _wait_for_interrupt()
+        workers.stop()
+
+
 # ---------------------------------------------------------------------------------------- demo
 
 
@@ -245,6 +276,7 @@ def up(
     indexer: Indexer | None = None
     indexing: threading.Thread | None = None
     api: _ApiServer | None = None
+    workers: Workers | None = None
     with errors():
         node.start()
     try:
@@ -261,6 +293,8 @@ def up(
             indexer.sync()
             indexing = threading.Thread(target=indexer.run, name="indexer", daemon=True)
             indexing.start()
+            workers = Workers(engine, settings)
+            workers.start()
             interval = settings.block_time if block_time is None else block_time
             if interval > 0 and settings.node == "anvil":
                 chain.rpc.call("evm_setIntervalMining", [max(1, round(interval))])
@@ -295,6 +329,8 @@ def up(
     finally:
         if api is not None:
             api.stop()
+        if workers is not None:
+            workers.stop()
         if indexer is not None:
             indexer.stop()
             if indexing is not None:
