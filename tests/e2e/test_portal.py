@@ -305,3 +305,35 @@ def test_a_browser_wallet_signs_in_and_disputes_an_invoice(
     s.shot("wallet-dispute")
     assert {"personal_sign", "eth_signTypedData_v4"} <= set(asked)
     s.close()
+
+
+def test_the_pages_number_csv_and_certificate_helpers_agree_with_the_registry(browser: Browser, portal: Portal) -> None:
+    """Amounts are exact in every currency exponent, CSV quoting is RFC 4180, and the certificate's
+    canonical JSON is byte for byte what the registry hashes (registry.certificates.canonical_json)."""
+    from registry.certificates import canonical_json
+
+    sample = {"b": [1, True, None, {"z": "ＩＮＶ－００１", "a": 'quote " and \\ slash'}], "a": "北京", "c": -7}
+    s = Session(browser, portal, "helpers")
+    s.page.goto(f"{portal.url}/#/signin")
+    answer = s.page.evaluate(
+        """async ([sample, csv]) => {
+            const ui = await import("/portal/ui.js");
+            const creditor = await import("/portal/pages/creditor.js");
+            const auditor = await import("/portal/pages/auditor.js");
+            return {
+                money: [ui.money(185060000, "CNY"), ui.money(1850600, "JPY"), ui.money(1234, "KWD"),
+                        ui.money("90071992547409930", "CNY")],
+                minor: [String(ui.toMinor("1,850,600.00", "CNY")), String(ui.toMinor("1,850,600", "JPY")),
+                        String(ui.toMinor("1.005", "CNY")), String(ui.toMinor("1.2.3", "CNY")),
+                        String(ui.toMinor("0.50", "CNY"))],
+                csv: creditor.parseCsv(csv),
+                canonical: auditor.canonicalJson(sample),
+            };
+        }""",
+        [sample, 'a,b\r\n"1,850,600.00","say ""hi"""\n\nx,"multi\nline"\n'],
+    )
+    assert answer["money"] == ["CNY 1,850,600.00", "JPY 1,850,600", "KWD 1.234", "CNY 900,719,925,474,099.30"]
+    assert answer["minor"] == ["185060000", "1850600", "null", "null", "50"]
+    assert answer["csv"] == [["a", "b"], ["1,850,600.00", 'say "hi"'], ["x", "multi\nline"]]
+    assert answer["canonical"] == canonical_json(sample).decode()
+    s.close()
