@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request, Response
 
 from api import portal, problems
 from api.deps import RateLimiter, Services
-from api.routes import actions, audit, core, flags, notices, offers, reports
+from api.routes import actions, audit, core, directory, flags, notices, offers, reports
 from registry.auth import AuthService
 from registry.chain.client import ChainClient
 from registry.chain.contract import RegistryClient
@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(notices.router)
     app.include_router(flags.router)
     app.include_router(offers.router)
+    app.include_router(directory.router)
     portal.install(app)
 
     return app

@@ -43,6 +43,7 @@ from registry.chain.contract import (
     RegistryClient,
 )
 from registry.chain.rpc import RpcError
+from registry.directory import DirectoryEntry, merge_directory
 from registry.domain import DisputeReason, DisputeResolution, Role, Status
 from registry.errors import ChainError
 from registry.invoice import Invoice
@@ -362,6 +363,16 @@ def write_keystores(consortium: Consortium, keys_dir: Path, password: str) -> di
     if not index_path.exists() or index_path.read_text() != text:
         write_atomic(index_path, text)
     return {i.name: keys_dir / i.file_name for i in identities}
+
+
+def write_directory(consortium: Consortium, path: Path) -> dict[EntityId, str]:
+    """Names the demo members in the participant directory (registry/directory.py) at ``path``: each
+    member's name and registration number, for entities the file does not list yet. What the file
+    already says is kept (the operator may have edited it); a malformed file is never overwritten
+    (:class:`~registry.directory.DirectoryError`). Returns entity id -> name of the whole directory."""
+    numbers = {spec.name: spec.registration_number for spec in DEMO_MEMBERS}
+    entries = {int(m.entity): DirectoryEntry(m.name, numbers.get(m.name)) for m in consortium.members}
+    return {EntityId(e): entry.name for e, entry in merge_directory(path, entries).items()}
 
 
 # ---------------------------------------------------------------------------------------- the demo ledger

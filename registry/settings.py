@@ -62,6 +62,10 @@ class Settings(BaseSettings):
         default_factory=lambda data: Path(data["data_dir"]) / "keys",
         description="the demo identities' keystores (Web3 Secret Storage v3); unset: data_dir/keys",
     )
+    directory_file: Path = Field(
+        default_factory=lambda data: Path(data["data_dir"]) / "directory.json",
+        description="participants' display names, kept by the operator (registry/directory.py); unset: data_dir",
+    )
     demo_password: str = Field(
         default=DEMO_PASSWORD, min_length=1, description="password of the demo keystores (demo only, printed)"
     )

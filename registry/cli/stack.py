@@ -17,7 +17,7 @@ from registry.chain.contract import RegistryClient
 from registry.chain.deployment import Deployment, check_deployment, ensure_deployment
 from registry.chain.node import LocalNode
 from registry.cli._common import JsonOpt, console, errors, fail, rpc_url
-from registry.demo import ADMIN_INDEX, Consortium, demo_genesis_timestamp, seed_demo
+from registry.demo import ADMIN_INDEX, Consortium, demo_genesis_timestamp, seed_demo, write_directory
 from registry.domain import ROLE_NAMES
 from registry.errors import RegistryError
 from registry.indexer.indexer import Indexer, IndexerConfig
@@ -285,6 +285,7 @@ def up(
             deployment, created = ensure_deployment(chain, _admin(settings), settings.deployment_path)
             client = RegistryClient(chain, deployment)
             consortium, seeded = _seed(client, settings)
+            write_directory(consortium, settings.directory_file)  # display names, kept by the operator
             engine = make_engine(settings.database)
             if created:
                 reset_database(engine)  # a mirror of a previous chain means nothing now
