@@ -1,7 +1,7 @@
 // Signed writes: prepare -> show what will be signed -> sign in the page -> relay -> show the outcome.
 import { api } from "./api.js";
 import { currentSigner, signTypedData } from "./wallet.js";
-import { chip, date, errorBox, explain, h, modal, money, short, table } from "./ui.js";
+import { chip, date, entity, errorBox, explain, h, modal, money, short, table } from "./ui.js";
 
 const AMOUNTS = new Set(["advance", "amount", "amounts", "face_value"]);
 
@@ -26,7 +26,7 @@ function receivablesTable(items) {
     [
       { title: "Receivable", cell: (r) => h("a", { href: `#/receivable/${r.id}` }, `#${r.id}`) },
       { title: "Status", cell: (r) => chip(r.status) },
-      { title: "Holder", cell: (r) => `Entity ${r.holder}` },
+      { title: "Holder", cell: (r) => entity(r.holder) },
       { title: "Unpaid", class: "num", cell: (r) => money(r.unpaid, r.currency) },
       { title: "Due", cell: (r) => date(r.due_date) },
     ],
@@ -71,7 +71,7 @@ export function outcome(result) {
 export function offerOutcome(offer) {
   const ok = offer.state === "assigned" || offer.state === "accepted";
   return h("div", { class: `result ${ok ? "ok" : offer.state === "queued" ? "" : "bad"}`, "data-testid": "offer-result" },
-    h("strong", {}, `Offer #${offer.id} to Entity ${offer.factor}: ${offer.state}`),
+    h("strong", {}, `Offer #${offer.id} to ${entity(offer.factor)}: ${offer.state}`),
     h("dl", {},
       h("dt", {}, "receivable"), h("dd", {}, `#${offer.receivable_id}`),
       h("dt", {}, "advance"), h("dd", {}, money(offer.advance, offer.currency)),

@@ -8,7 +8,7 @@ import { debtorPage } from "./pages/debtor.js";
 import { factorPage } from "./pages/factor.js";
 import { receivablePage } from "./pages/receivable.js";
 import { signInPage } from "./pages/signin.js";
-import { ago, errorBox, h, leavePage, short } from "./ui.js";
+import { ago, entity, errorBox, h, leavePage, setNames, short } from "./ui.js";
 import { signOut } from "./wallet.js";
 
 const PAGES = { debtor: debtorPage, creditor: creditorPage, factor: factorPage, auditor: auditorPage, admin: adminPage };
@@ -34,7 +34,7 @@ function renderHeader(principal, route) {
       onclick: (e) => { if (location.hash === `#/${r}`) { e.preventDefault(); render(); } },
     }, r === "admin" ? "operator" : r)));
   document.getElementById("who").textContent = principal
-    ? `${principal.entity ? `Entity ${principal.entity} · ` : ""}${short(principal.address, 8)}`
+    ? `${principal.entity ? `${entity(principal.entity)} · ` : ""}${short(principal.address, 8)}`
     : "";
   document.getElementById("signout").hidden = !principal;
 }
@@ -47,11 +47,27 @@ function renderAsOf() {
   el.dataset.block = lastAsOf.block;
 }
 
+// Participants' display names (the operator's directory), loaded once per session; without them the
+// pages say "Entity 4".
+let namesFor = null;
+async function loadNames() {
+  const token = session.token;
+  if (!token || namesFor === token) return;
+  try {
+    setNames((await api("/directory")).entities);
+    namesFor = token;
+  } catch (err) {
+    setNames({});
+    console.warn(`participant names unavailable: ${err.message}`);
+  }
+}
+
 async function render() {
   destroyCharts();
   leavePage();
   const view = document.getElementById("view");
   const [route, ...rest] = location.hash.replace(/^#\/?/, "").split("/");
+  if (session.principal && route !== "signin") await loadNames();
   const principal = session.principal;
   renderHeader(principal, route);
   if (!principal || route === "signin") {

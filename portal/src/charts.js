@@ -1,6 +1,6 @@
 // Charts where people would rather look than read: ageing, exposure, volumes (Chart.js, served locally).
 import { api } from "./api.js";
-import { exponent, h, panel } from "./ui.js";
+import { entity, exponent, h, panel } from "./ui.js";
 
 const PALETTE = ["#1f6feb", "#1a7f37", "#9a6700", "#c62828", "#6f2da8", "#0e7490", "#5f6b7a", "#b45309"];
 const STATUS_COLOURS = {
@@ -62,7 +62,7 @@ function exposureChart(canvas, rows, what) {
   draw(canvas, {
     type: "bar",
     data: {
-      labels: entities.map((e) => `Entity ${e}`),
+      labels: entities.map((e) => entity(e)),
       datasets: currencies.map((cur, i) => ({
         label: cur,
         backgroundColor: PALETTE[i % PALETTE.length],

@@ -71,8 +71,32 @@ export function ago(seconds) {
   return `${Math.round(seconds / 3600)} h ago`;
 }
 
+// ------------------------------------------------------------------ participants' names
+
+// Entity id -> display name, from the operator's directory (GET /directory); empty until it loads.
+const names = new Map();
+
+export function setNames(entries) {
+  names.clear();
+  for (const [id, name] of Object.entries(entries || {})) names.set(Number(id), name);
+  // One datalist for every "entity id" input: type a number, or pick a name.
+  let list = document.getElementById("entity-names");
+  if (!list) {
+    list = h("datalist", { id: "entity-names" });
+    document.body.append(list);
+  }
+  list.replaceChildren(...[...names].sort((a, b) => a[0] - b[0]).map(([id, name]) => h("option", { value: String(id), label: name })));
+}
+
+export function entityName(id) {
+  return names.get(Number(id)) || null;
+}
+
+// "Huaxin Manufacturing Group (4)", or "Entity 4" when the directory does not name it.
 export function entity(id) {
-  return id === null || id === undefined ? "—" : `Entity ${id}`;
+  if (id === null || id === undefined) return "—";
+  const name = names.get(Number(id));
+  return name ? `${name} (${id})` : `Entity ${id}`;
 }
 
 export function short(hex, keep = 10) {
@@ -139,7 +163,7 @@ const PLAIN = {
   FingerprintMismatch: () => "The invoice details you entered do not match what the creditor registered.",
   NotDebtorOfRecord: (f) => `Only the debtor of record may do this to receivable #${f.id}.`,
   NotCreditorOfRecord: (f) => `Only the creditor of record may do this to receivable #${f.id}.`,
-  NotHolder: (f) => `Only the holder (Entity ${f.holder}) may do this to receivable #${f.id}.`,
+  NotHolder: (f) => `Only the holder (${entity(f.holder)}) may do this to receivable #${f.id}.`,
   InvalidStatus: (f) => `Receivable #${f.id} is not in a state that allows this.`,
   DueDateInPast: () => "The due date is already in the past.",
   DueDateNotAfterIssueDate: () => "The due date must be after the issue date.",
@@ -147,12 +171,12 @@ const PLAIN = {
   PaymentExceedsBalance: () => "The payment is larger than the unpaid balance.",
   SplitDoesNotConserve: () => "The parts must add up exactly to the unpaid balance.",
   InvalidAssignee: () => "That entity cannot take this assignment (it must be a factor other than the holder).",
-  EntityIsSuspended: (f) => `Participant ${f.entityId} is suspended.`,
-  EntityMissingRole: (f) => `Entity ${f.entityId} does not have the role this needs.`,
+  EntityIsSuspended: (f) => `Participant ${entity(f.entityId)} is suspended.`,
+  EntityMissingRole: (f) => `${entity(f.entityId)} does not have the role this needs.`,
   DebtorIsCreditor: () => "A creditor cannot issue an invoice to itself.",
   NotYetDue: () => "The receivable is not yet due.",
   UnknownReceivable: (f) => `There is no receivable #${f.id}.`,
-  EntityStatusUnchanged: (f) => `Participant ${f.entityId} is already ${f.status === 2 ? "suspended" : "active"}.`,
+  EntityStatusUnchanged: (f) => `Participant ${entity(f.entityId)} is already ${f.status === 2 ? "suspended" : "active"}.`,
 };
 
 // An error in plain words: the contract error explained where we know it, else the API's detail.

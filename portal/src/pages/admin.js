@@ -1,7 +1,7 @@
 // Consortium operator: participants (roles, keys, status), admission, keys, suspension, pausing.
 import { runAction } from "../actions.js";
 import { api } from "../api.js";
-import { chip, errorBox, formValues, h, modal, panel, table } from "../ui.js";
+import { chip, entity, errorBox, formValues, h, modal, panel, table } from "../ui.js";
 import { page } from "./common.js";
 
 const ROLES = ["creditor", "debtor", "factor", "auditor"];
@@ -17,14 +17,14 @@ export function adminPage(principal, { refresh }) {
     const key = h("input", { name: "key", placeholder: "0x…", size: 46, required: true, "data-testid": "add-key-address" });
     const form = h("form", { class: "fields" }, h("label", {}, "New key (address)", key),
       h("button", { class: "primary", type: "submit" }, "Prepare"));
-    const m = modal(h("h2", {}, `Add a key to entity ${p.entity}`), form,
+    const m = modal(h("h2", {}, `Add a key to ${entity(p.entity)}`), form,
       h("div", { class: "actions", style: "margin-top:10px" }, h("button", { type: "button", onclick: () => m.close() }, "Cancel")));
-    form.addEventListener("submit", (e) => { e.preventDefault(); act("add-key", { entity: p.entity, key: key.value.trim() }, `Add a key to entity ${p.entity}`); });
+    form.addEventListener("submit", (e) => { e.preventDefault(); act("add-key", { entity: p.entity, key: key.value.trim() }, `Add a key to ${entity(p.entity)}`); });
   }
 
   api("/participants").then((data) => {
     listHost.replaceChildren(table([
-      { title: "Entity", cell: (p) => `Entity ${p.entity}` },
+      { title: "Entity", cell: (p) => entity(p.entity) },
       { title: "Roles", cell: (p) => h("div", { class: "actions" }, p.roles.map((r) => h("span", { class: "chip role" }, r))) },
       { title: "Status", cell: (p) => chip(p.status) },
       { title: "Keys", cell: (p) => h("div", {}, p.keys.map((k) => h("div", { class: "mono" },
@@ -35,8 +35,8 @@ export function adminPage(principal, { refresh }) {
       { title: "Registration hash", cell: (p) => h("span", { class: "mono", title: p.registration_hash }, `${p.registration_hash.slice(0, 12)}…`) },
       { title: "", cell: (p) => h("div", { class: "actions" },
         p.status === "active"
-          ? h("button", { class: "small danger", "data-testid": `suspend-${p.entity}`, onclick: () => act("suspend-participant", { entity: p.entity }, `Suspend entity ${p.entity}`) }, "Suspend")
-          : h("button", { class: "small", "data-testid": `reinstate-${p.entity}`, onclick: () => act("reinstate-participant", { entity: p.entity }, `Reinstate entity ${p.entity}`) }, "Reinstate"),
+          ? h("button", { class: "small danger", "data-testid": `suspend-${p.entity}`, onclick: () => act("suspend-participant", { entity: p.entity }, `Suspend ${entity(p.entity)}`) }, "Suspend")
+          : h("button", { class: "small", "data-testid": `reinstate-${p.entity}`, onclick: () => act("reinstate-participant", { entity: p.entity }, `Reinstate ${entity(p.entity)}`) }, "Reinstate"),
         h("button", { class: "small", onclick: () => addKeyForm(p) }, "Add key")) },
     ], data.participants, { empty: "No participants admitted yet.", testid: "participants", rowClass: (p) => `entity-${p.entity}` }));
   }).catch((err) => listHost.replaceChildren(errorBox(err)));
@@ -55,7 +55,7 @@ export function adminPage(principal, { refresh }) {
 
   return page("Consortium operator",
     panel("Participants", h("p", { class: "hint" }, "Suspension takes effect at once: a suspended participant's keys are refused at sign-in and on every request. The operator never moves anyone's receivables."), listHost),
-    panel("Admit a participant", h("p", { class: "hint" }, "Only the hash of the registration number goes on the ledger."), admit),
+    panel("Admit a participant", h("p", { class: "hint" }, "Only the hash of the registration number goes on the ledger. Names are off-chain: add the new entity's name to the participant directory (directory.json in the data directory) and every member's pages show it."), admit),
     panel("Emergency", h("p", { class: "hint" }, "Pausing stops every lifecycle change until unpaused; reads continue."),
       h("div", { class: "actions" },
         h("button", { class: "danger", onclick: () => act("pause", {}, "Pause the registry") }, "Pause"),

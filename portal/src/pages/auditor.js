@@ -4,7 +4,8 @@ import { api, eventStream } from "../api.js";
 import { ageingPanel, exposurePanels, volumesPanel } from "../charts.js";
 import { chip, errorBox, h, onLeave, panel, short, table } from "../ui.js";
 import { ethers } from "../wallet.js";
-import { COLUMNS, flagsPanel, grid, loadingTable, page, receivables, statCard } from "./common.js";
+import { COLUMNS, allPages, flagsPanel, grid, loadingTable, page, statCard } from "./common.js";
+import { remindersPanel } from "./reminders.js";
 
 // The bytes the registry hashes and signs: sorted keys, no whitespace, ASCII (as Python's json.dumps).
 export function canonicalJson(value) {
@@ -42,7 +43,7 @@ function auditVerdict(run) {
     diffs.length ? h("pre", { class: "json" }, JSON.stringify(diffs.slice(0, 50), null, 1)) : null);
 }
 
-export function auditorPage() {
+export function auditorPage(principal) {
   const statusHost = h("div", { class: "stats" });
   const verdictHost = h("div");
   const runButton = h("button", { class: "primary", "data-testid": "audit-run" }, "Run a verification");
@@ -113,9 +114,8 @@ export function auditorPage() {
   // Registry-wide list: the auditor reads everything; a row's key fills the certificate form.
   const allHost = h("div");
   loadingTable(allHost, async () => {
-    const data = await receivables({});
-    data.items = data.items.slice(-25).reverse();
-    return data;
+    const { items, last } = await allPages("/receivables", {}, { pages: 50 });
+    return { ...last, items: items.slice(-25).reverse() };
   }, [COLUMNS.id, COLUMNS.status, COLUMNS.creditor, COLUMNS.debtor, COLUMNS.holder, COLUMNS.unpaid, COLUMNS.due,
     { title: "", cell: (r) => h("button", { class: "small", "data-testid": `cert-for-${r.id}`, onclick: () => {
       certKind.value = "invoice_key"; certKey.value = r.invoice_key; issue();
@@ -141,6 +141,7 @@ export function auditorPage() {
 
   return page("Auditor",
     statusHost,
+    remindersPanel(principal),
     grid(
       panel("Verification", h("p", { class: "hint" }, "Recomputes the ledger hash chain from the chain's own events and compares every mirrored row with the contract's state at the mirror's block (as `registry audit verify`)."),
         runButton, verdictHost),
@@ -150,7 +151,7 @@ export function auditorPage() {
         h("h2", { style: "margin-top:16px" }, "Check a certificate"), certFile, checkHost),
     ),
     panel("Latest receivables", allHost),
-    flagsPanel(),
+    flagsPanel(principal),
     grid(
       panel("Event stream", streamState, h("div", { class: "events" }, h("table", {}, h("thead", {}, h("tr", {}, h("th", { class: "num" }, "Block"), h("th", {}, "Event"), h("th", {}, "Arguments"))), rows))),
       volumesPanel(),

@@ -2,8 +2,9 @@
 import { offerOutcome, runAction } from "../actions.js";
 import { api } from "../api.js";
 import { exposurePanels, volumesPanel } from "../charts.js";
-import { errorBox, formValues, h, modal, panel, toMajorText, toMinor } from "../ui.js";
-import { COLUMNS, grid, invoiceFromForm, invoiceInputs, loadingTable, page, receivables } from "./common.js";
+import { entity, errorBox, formValues, h, modal, panel, toMajorText, toMinor } from "../ui.js";
+import { COLUMNS, allPages, flagsPanel, grid, invoiceFromForm, invoiceInputs, loadingTable, page } from "./common.js";
+import { remindersPanel } from "./reminders.js";
 
 export const CSV_COLUMNS = ["debtor", "invoice_number", "face_value", "currency", "issue_date", "due_date"];
 
@@ -85,7 +86,7 @@ export function creditorPage(principal, { refresh }) {
 
   function assignForm(r) {
     const form = h("form", { class: "fields", "data-testid": "assign-form" },
-      h("label", {}, "Factor (entity id)", h("input", { name: "factor", type: "number", min: 1, required: true, "data-testid": "assign-factor" })),
+      h("label", {}, "Factor (entity id)", h("input", { name: "factor", type: "number", min: 1, required: true, list: "entity-names", "data-testid": "assign-factor" })),
       h("label", {}, `Advance (${r.currency})`, h("input", { name: "advance", required: true, value: toMajorText(BigInt(r.unpaid) * 9n / 10n, r.currency), "data-testid": "assign-advance" })),
       h("label", { class: "check" }, h("input", { name: "recourse", type: "checkbox" }), "with recourse"),
       h("button", { class: "primary", type: "submit", value: "offer", "data-testid": "offer-submit" }, "Offer to the factor"),
@@ -101,7 +102,7 @@ export function creditorPage(principal, { refresh }) {
       const args = { id: r.id, factor: Number(v.factor), advance: Number(advance), recourse: v.recourse };
       const offer = e.submitter && e.submitter.value === "offer";
       const result = await runAction("assign", args, offer
-        ? { title: `Offer receivable #${r.id} to Entity ${args.factor}`, currency: r.currency, show: offerOutcome,
+        ? { title: `Offer receivable #${r.id} to ${entity(args.factor)}`, currency: r.currency, show: offerOutcome,
           submit: (request) => api("/offers", { method: "POST", body: { request } }) }
         : { title: `Assign receivable #${r.id}`, currency: r.currency });
       if (result) loadMine();
@@ -130,7 +131,11 @@ export function creditorPage(principal, { refresh }) {
   }
 
   function loadMine() {
-    loadingTable(mineHost, () => receivables({ creditor: me }), [
+    // Newest first: what was just registered is on top.
+    loadingTable(mineHost, async () => {
+      const { items, last } = await allPages("/receivables", { creditor: me }, { pages: 10 });
+      return { ...last, items: items.reverse() };
+    }, [
       COLUMNS.id, COLUMNS.status, COLUMNS.debtor, COLUMNS.holder, COLUMNS.unpaid, COLUMNS.due,
       { title: "", cell: (r) => h("div", { class: "actions" },
         r.status === "confirmed" && r.holder === me ? [
@@ -146,6 +151,7 @@ export function creditorPage(principal, { refresh }) {
   loadMine();
 
   return page("Creditor",
+    remindersPanel(principal),
     grid(
       panel("Register an invoice", h("p", { class: "hint" }, "Amounts in the currency's major units, e.g. 1,850,600.00. The debtor confirms it from its own records."), registerForm),
       panel("Upload a CSV",
@@ -153,6 +159,7 @@ export function creditorPage(principal, { refresh }) {
         h("div", { class: "actions" }, csv, upload), batchHost),
     ),
     panel("Your receivables", mineHost),
+    flagsPanel(principal),
     grid(...exposurePanels({ factor: true }), volumesPanel()),
   );
 }

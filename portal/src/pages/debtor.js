@@ -2,8 +2,9 @@
 // what it owes, to whom, when.
 import { runAction } from "../actions.js";
 import { ageingPanel } from "../charts.js";
-import { errorBox, formValues, h, modal, panel, toMajorText, toMinor } from "../ui.js";
+import { entity, errorBox, formValues, h, modal, panel, toMajorText, toMinor } from "../ui.js";
 import { COLUMNS, grid, invoiceFromForm, invoiceInputs, loadingTable, page, receivables } from "./common.js";
+import { remindersPanel } from "./reminders.js";
 
 const REASONS = ["GOODS_NOT_RECEIVED", "QUALITY_DEFECT", "AMOUNT_INCORRECT", "ALREADY_PAID", "NOT_OUR_INVOICE", "OTHER"];
 
@@ -46,12 +47,12 @@ export function debtorPage(principal, { refresh }) {
 
   function reportForm(r) {
     const form = h("form", { class: "fields", "data-testid": "report-form" },
-      h("label", {}, "Paid to (entity id)", h("input", { name: "paid_to", type: "number", min: 1, required: true, value: String(r.holder), "data-testid": "report-paid-to" })),
+      h("label", {}, "Paid to (entity id)", h("input", { name: "paid_to", type: "number", min: 1, required: true, list: "entity-names", value: String(r.holder), "data-testid": "report-paid-to" })),
       h("label", {}, `Amount (${r.currency})`, h("input", { name: "amount", required: true, value: toMajorText(r.unpaid, r.currency), "data-testid": "report-amount" })),
       h("label", {}, "Payment reference", h("input", { name: "payment_ref", placeholder: "bank reference (hashed)", "data-testid": "report-ref" })),
       h("button", { class: "primary", type: "submit", "data-testid": "report-submit" }, "Prepare report"));
     const m = modal(h("h2", {}, `Report a payment on #${r.id}`),
-      h("p", { class: "hint" }, `Only a payment to the payee of record (now Entity ${r.holder}) discharges you. The payee acknowledges it when the money arrives.`),
+      h("p", { class: "hint" }, `Only a payment to the payee of record (now ${entity(r.holder)}) discharges you. The payee acknowledges it when the money arrives.`),
       form, h("div", { class: "actions", style: "margin-top:10px" }, h("button", { type: "button", onclick: () => m.close() }, "Cancel")));
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
@@ -80,9 +81,8 @@ export function debtorPage(principal, { refresh }) {
   { empty: "You owe nothing on the registry.", testid: "owes" });
 
   return page("Debtor",
+    remindersPanel(principal),
     panel("Awaiting your confirmation", h("p", { class: "hint" }, "Invoices registered against you by your suppliers. Confirm what you owe; dispute what you do not."), inboxHost),
-    grid(
-      panel("What you owe", h("p", { class: "hint" }, "Confirmed receivables, by due date. Pay the entity shown: it is the payee of record (after an assignment, the factor). Overdue in red."), owesHost),
-      ageingPanel(),
-    ));
+    panel("What you owe", h("p", { class: "hint" }, "Confirmed receivables, by due date. Pay the entity shown: it is the payee of record (after an assignment, the factor). Overdue in red."), owesHost),
+    grid(ageingPanel()));
 }

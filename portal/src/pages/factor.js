@@ -3,8 +3,10 @@
 import { runAction } from "../actions.js";
 import { ageingPanel, exposurePanels } from "../charts.js";
 import { api, eventStream } from "../api.js";
-import { errorBox, formValues, h, modal, money, onLeave, panel, table, toast, toMinor } from "../ui.js";
+import { entity, errorBox, formValues, h, modal, money, onLeave, panel, table, toMinor, toast } from "../ui.js";
+import { decisionsPanel, policyPanel } from "./approval.js";
 import { COLUMNS, flagsPanel, grid, invoiceFromForm, invoiceInputs, isOverdue, loadingTable, page, receivables, statCard } from "./common.js";
+import { remindersPanel } from "./reminders.js";
 
 export function verdict(result) {
   if (!result.registered) return "not registered";
@@ -105,8 +107,8 @@ export function factorPage(principal, { refresh }) {
       offersHost.replaceChildren(table([
         { title: "Offer", cell: (o) => `#${o.id}` },
         { title: "Receivable", cell: (o) => h("a", { href: `#/receivable/${o.receivable_id}` }, `#${o.receivable_id}`) },
-        { title: "From", cell: (o) => `Entity ${o.holder}` },
-        { title: "Debtor", cell: (o) => `Entity ${o.debtor}` },
+        { title: "From", cell: (o) => entity(o.holder) },
+        { title: "Debtor", cell: (o) => entity(o.debtor) },
         { title: "Unpaid", class: "num", cell: (o) => money(o.amount, o.currency) },
         { title: "Advance", class: "num", cell: (o) => money(o.advance, o.currency) },
         { title: "Recourse", cell: (o) => (o.recourse ? "yes" : "no") },
@@ -172,16 +174,19 @@ export function factorPage(principal, { refresh }) {
   ], { empty: "No receivables are assigned to you yet.", testid: "portfolio" });
 
   return page("Factor",
+    remindersPanel(principal),
     panel("Check an invoice before buying it",
       h("p", { class: "hint" }, "Enter the invoice as the creditor presents it. Formatting does not matter (INV-001 = inv 001, 1,850,600.00 = 1850600). You learn whether it is registered, confirmed and financed, never who financed it."),
       checkForm, checkHost),
     summaryHost,
     panel("Offers to you", h("p", { class: "hint" }, "Creditors offer receivables with their signed assignment. Check the invoice above, then take the assignment: the registry relays the holder's request as signed."), offersHost),
-    flagsPanel(),
+    decisionsPanel(principal),
+    policyPanel(),
+    flagsPanel(principal),
     panel("Portfolio", h("p", { class: "hint" }, "Receivables you hold, by due date; overdue in red. The debtor is told to pay you."), portfolioHost),
+    panel("Payments to acknowledge", h("p", { class: "hint" }, "Payments debtors report to you, live. Acknowledge when the money has arrived (it is then counted against the receivable); reject when it has not."),
+      claimsHost, h("p", { class: "hint", style: "margin-top:12px" }, "Or by claim id:"), claimForm),
     grid(
-      panel("Payments to acknowledge", h("p", { class: "hint" }, "Payments debtors report to you, live. Acknowledge when the money has arrived (it is then counted against the receivable); reject when it has not."),
-        claimsHost, h("p", { class: "hint", style: "margin-top:12px" }, "Or by claim id:"), claimForm),
       ageingPanel(),
       ...exposurePanels({ factor: false }),
     ));
