@@ -20,7 +20,7 @@ import uvicorn
 
 from api.app import build_services, create_app
 from registry.chain.contract import RegistryClient
-from registry.demo import Consortium
+from registry.demo import Consortium, write_directory
 from registry.indexer.indexer import Indexer, IndexerConfig
 from registry.keys import save_keystore
 from registry.settings import Settings
@@ -47,6 +47,7 @@ class Portal:
     url: str
     keystores: dict[str, Path]  # address -> keystore file
     password: str
+    settings: Settings  # the API's (its mirror, for workers a test runs by hand)
 
     def keystore(self, address: str) -> Path:
         return self.keystores[address]
@@ -70,6 +71,7 @@ def portal(tmp_path: Path, registry: RegistryClient, consortium: Consortium) -> 
         session_secret="e2e-secret",
         poll_interval=0.02,
     )
+    write_directory(consortium, settings.directory_file)  # participants' names, as `registry up` writes them
     engine = make_engine(settings.database)
     indexer = Indexer(registry.chain, registry.deployment, engine, IndexerConfig(poll_interval=0.02))
     indexer.start()
@@ -90,7 +92,7 @@ def portal(tmp_path: Path, registry: RegistryClient, consortium: Consortium) -> 
     accounts = [consortium.admin, *(m.account for m in consortium.members)]
     keystores = {a.address: save_keystore(a, keys / f"{a.address}.json", PASSWORD) for a in accounts}
     try:
-        yield Portal(url, keystores, PASSWORD)
+        yield Portal(url, keystores, PASSWORD, settings)
     finally:
         server.should_exit = True
         serving.join(10)

@@ -1,22 +1,27 @@
 """Each role signs in to the web portal with its own keystore (unlocked in the page), does its main
-task, and sees the result of the others' on its own page. Every page is screenshotted into
-build/screenshots/<role>-<page>.png."""
+task, and sees the result of the others' on its own page: participants by the names in the operator's
+directory, the factor's auto-approval policy deciding an offer by itself, reminders on the debtor's page.
+Every page is screenshotted into build/screenshots/<role>-<page>.png."""
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from registry.chain.contract import RegistryClient
-from registry.demo import DAY, Consortium
+from registry.demo import DAY, Consortium, Member
+from registry.reminders import ReminderWorker
+from registry.store.db import make_engine
 from tests.conftest import InvoiceFactory
 from tests.e2e.conftest import CHROMIUM, SCREENSHOTS, Portal
 
@@ -86,13 +91,25 @@ def _date(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).date().isoformat()
 
 
+def _named(member: Member) -> str:
+    """How the portal shows a participant the directory names: "Huaxin Manufacturing Group (4)"."""
+    return f"{member.name} ({member.entity})"
+
+
+def _wait_indexed(portal: Portal, block: int) -> None:
+    deadline = time.monotonic() + 20
+    while (httpx.get(f"{portal.url}/health", timeout=5).json()["indexed_block"] or 0) < block:
+        assert time.monotonic() < deadline, f"the mirror did not reach block {block}"
+        time.sleep(0.05)
+
+
 def _fill_invoice(page: Page, fields: dict[str, str]) -> None:
     for name, value in fields.items():
         page.get_by_test_id(f"invoice-{name}").fill(value)
 
 
 def test_every_role_does_its_task_in_the_portal_and_the_others_see_it(
-    browser: Browser, portal: Portal, registry: RegistryClient, consortium: Consortium
+    browser: Browser, portal: Portal, registry: RegistryClient, consortium: Consortium, make_invoice: InvoiceFactory
 ) -> None:
     creditor, debtor, factor = consortium.creditors[0], consortium.debtors[0], consortium.factors[0]
     auditor, suspended = consortium.auditors[0], consortium.creditors[1]
@@ -142,6 +159,7 @@ def test_every_role_does_its_task_in_the_portal_and_the_others_see_it(
     d.sign_in(debtor.address)
     row = d.page.get_by_test_id("inbox").locator(f'tr[data-id="{rid}"]')
     expect(row).to_contain_text("CNY 1,850,600.00")
+    expect(row).to_contain_text(_named(creditor))  # by name, from the operator's directory
     d.shot("inbox")
     d.page.get_by_test_id(f"confirm-{rid}").click()
     _fill_invoice(
@@ -157,12 +175,25 @@ def test_every_role_does_its_task_in_the_portal_and_the_others_see_it(
     d.page.get_by_test_id("confirm-submit").click()
     d.shot("confirm-sign")
     assert "confirmed" in d.sign_and_send()
-    expect(d.page.get_by_test_id("owes").locator(f'tr[data-id="{rid}"]')).to_contain_text(f"Entity {creditor.entity}")
+    expect(d.page.get_by_test_id("owes").locator(f'tr[data-id="{rid}"]')).to_contain_text(_named(creditor))
+    expect(d.page.locator("#who")).to_contain_text(_named(debtor))
     d.shot("home")
 
-    # Factor: checks the invoice before buying it.
+    # Factor: sets its auto-approval policy (CNY only, face value at most 1,000,000.00) ...
     f = Session(browser, portal, "factor")
     f.sign_in(factor.address)
+    expect(f.page.get_by_test_id("policy-version")).to_contain_text("no policy yet")
+    f.page.get_by_test_id("policy-enabled").check()
+    f.page.get_by_test_id("policy-currencies").fill("cny")
+    f.page.get_by_test_id("policy-max_amount").fill("CNY 1,000,000.00 USD")  # malformed: refused here, nothing sent
+    f.page.get_by_test_id("policy-save").click()
+    expect(f.page.get_by_test_id("error")).to_contain_text("largest face value")
+    f.page.get_by_test_id("policy-max_amount").fill("CNY 1,000,000.00")
+    f.page.get_by_test_id("policy-save").click()
+    expect(f.page.get_by_test_id("policy-saved")).to_contain_text("version 1, deciding offers automatically")
+    expect(f.page.get_by_test_id("policy-max_amount")).to_have_value("CNY 1,000,000.00")
+
+    # ... and checks the invoice before buying it.
     _fill_invoice(f.page, {**invoice, "invoice_number": "e2e-2026 0001", "face_value": "1850600.00"})
     f.page.get_by_test_id("check-submit").click()
     expect(f.page.get_by_test_id("check-verdict")).to_have_text("registered, confirmed, not financed")
@@ -183,12 +214,15 @@ def test_every_role_does_its_task_in_the_portal_and_the_others_see_it(
     expect(c.page.get_by_test_id("sign-summary")).to_contain_text("CNY 1,665,540.00")  # the advance, 90%
     c.shot("offer-sign")
     c.page.get_by_test_id("sign-and-send").click()
-    expect(c.page.get_by_test_id("offer-result")).to_contain_text("queued")
+    expect(c.page.get_by_test_id("offer-result")).to_contain_text("queued")  # above the policy's largest amount
+    expect(c.page.get_by_test_id("offer-result")).to_contain_text("max_amount")
     c.page.get_by_test_id("modal-close").click()
 
     # ... and the factor takes the assignment; its portfolio shows it and the same check now says financed.
     f.page.get_by_test_id("nav-factor").click()
-    expect(f.page.get_by_test_id("offers").locator("tr", has_text=f"#{rid}")).to_contain_text("CNY 1,665,540.00")
+    offer_row = f.page.get_by_test_id("offers").locator("tr", has_text=f"#{rid}")
+    expect(offer_row).to_contain_text("CNY 1,665,540.00")
+    expect(offer_row).to_contain_text("max_amount")
     f.shot("offers")
     f.page.get_by_test_id(f"accept-offer-{rid}").click()
     expect(f.page.get_by_test_id("portfolio").locator(f'tr[data-id="{rid}"]')).to_contain_text("assigned")
@@ -198,9 +232,59 @@ def test_every_role_does_its_task_in_the_portal_and_the_others_see_it(
     expect(f.page.get_by_test_id("check-verdict")).to_have_text("registered, assigned, financed")
     f.shot("check-financed")
 
-    # Debtor: now owes the factor (the payee of record) and reports a partial payment to it ...
+    # An offer within the policy is assigned without the factor clicking anything: the creditor offers a
+    # confirmed CNY 500,000.00 receivable and sees it assigned; the factor sees the decision and its rule.
+    small = make_invoice(debtor_id=debtor.entity, number="E2E-AUTO-1", amount="500,000.00", due_in_days=45)
+    auto = registry.register(creditor.account, small)
+    registry.confirm(debtor.account, auto, small.fingerprint)
+    _wait_indexed(portal, registry.chain.block_number())
+    c.page.get_by_test_id("nav-creditor").click()  # re-renders in the page: the key stays unlocked
+    c.page.get_by_test_id(f"assign-{auto}").click()
+    c.page.get_by_test_id("assign-factor").fill(str(factor.entity))
+    c.page.get_by_test_id("offer-submit").click()
+    expect(c.page.get_by_test_id("sign-summary")).to_contain_text("CNY 450,000.00")
+    c.page.get_by_test_id("sign-and-send").click()
+    expect(c.page.get_by_test_id("offer-result")).to_contain_text(f"to {_named(factor)}: assigned")
+    c.shot("offer-assigned")
+    c.page.get_by_test_id("modal-close").click()
+    assert registry.get_receivable(auto).holder == factor.entity
+
+    f.page.get_by_test_id("nav-factor").click()
+    decision = f.page.get_by_test_id("decisions").locator(f"tr.offer-{auto}")
+    expect(decision).to_contain_text("assigned")
+    expect(decision).to_contain_text("all rules met")
+    decision.locator("summary").click()
+    rules = decision.locator("ul.rules li")
+    expect(rules).to_have_count(10)
+    expect(decision.locator('li[data-rule="max_amount"]')).to_have_class(re.compile(r"\bok\b"))
+    earlier = f.page.get_by_test_id("decisions").locator(f"tr.offer-{rid}")
+    expect(earlier.get_by_test_id(re.compile("offer-rule-"))).to_have_text("decided by hand")
+    earlier.locator("summary").click()
+    expect(earlier.locator('li[data-rule="max_amount"]')).to_have_class(re.compile(r"\bno\b"))
+    expect(f.page.get_by_test_id("portfolio").locator(f'tr[data-id="{auto}"]')).to_contain_text("assigned")
+    f.shot("decisions")
+
+    # The reminder worker runs over the mirror: an invoice due in 3 days is a "due soon" reminder on the
+    # debtor's page.
+    soon = make_invoice(debtor_id=debtor.entity, number="E2E-SOON-1", amount="64,000.00", due_in_days=3)
+    due_soon = registry.register(creditor.account, soon)
+    registry.confirm(debtor.account, due_soon, soon.fingerprint)
+    _wait_indexed(portal, registry.chain.block_number())
+    engine = make_engine(portal.settings.database)
+    try:
+        report = ReminderWorker(engine, portal.settings).run_once()
+    finally:
+        engine.dispose()
+    assert report.created >= 2  # the debtor and the holder (the creditor) are reminded
+
+    # Debtor: sees the reminder; now owes the factor (the payee of record) and reports a partial payment ...
     d.page.get_by_test_id("nav-debtor").click()
-    expect(d.page.get_by_test_id("owes").locator(f'tr[data-id="{rid}"]')).to_contain_text(f"Entity {factor.entity}")
+    reminder = d.page.get_by_test_id("notices").locator("tr", has_text=f"#{due_soon}")
+    expect(reminder).to_contain_text("due soon")
+    expect(reminder).to_contain_text(f"Receivable {due_soon} (CNY 64000.00 unpaid) falls due")
+    expect(d.page.get_by_test_id("notices-due-soon").locator(".v")).to_have_text("1")
+    d.shot("reminders")
+    expect(d.page.get_by_test_id("owes").locator(f'tr[data-id="{rid}"]')).to_contain_text(_named(factor))
     d.page.get_by_test_id(f"report-{rid}").click()
     expect(d.page.get_by_test_id("report-paid-to")).to_have_value(str(factor.entity))
     d.page.get_by_test_id("report-amount").fill("850,600.00")
@@ -224,7 +308,8 @@ def test_every_role_does_its_task_in_the_portal_and_the_others_see_it(
     # Auditor: sees the events, runs a verification (agrees), issues a certificate.
     a = Session(browser, portal, "auditor")
     a.sign_in(auditor.address)
-    expect(a.page.get_by_test_id("event-rows").locator('tr[data-event="ReceivableAssigned"]')).to_have_count(1)
+    assigned = a.page.get_by_test_id("event-rows").locator('tr[data-event="ReceivableAssigned"]')
+    expect(assigned).to_have_count(2)  # taken by hand, and by the policy
     a.page.get_by_test_id("audit-run").click()
     expect(a.page.get_by_test_id("audit-verdict")).to_contain_text("Agrees", timeout=60_000)
     a.page.get_by_test_id(f"cert-for-{rid}").click()
