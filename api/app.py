@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import portal, problems
 from api.deps import RateLimiter, Services
@@ -25,6 +26,79 @@ from registry.settings import Settings, get_settings
 from registry.store.db import make_engine, migrate
 
 log = logging.getLogger("registry.api")
+
+
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # a caller's own request id: printable ASCII, no spaces
+
+
+class RequestContext:
+    """Request id, body limit, last-resort 500 and one log line per request, as a plain ASGI middleware.
+
+    (It was ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware runs the app in a task group and
+    relays the response through a memory stream, which cost more per request than a /checks lookup.)
+    The request id is the caller's ``X-Request-Id`` (printable ASCII, at most 128 characters) or a new
+    one; it is in ``request.state.request_id`` for problem documents, in the ``x-request-id`` response
+    header and in the log line, which also names the principal the route resolved.
+    """
+
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        given = length = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+            elif name == b"content-length":
+                length = value.decode("latin-1")
+        request_id = given if given is not None and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        state["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+        status = 0
+        max_body = self.max_body
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        if length is not None and (not length.isdigit() or int(length) > max_body):
+            detail = f"request bodies are limited to {max_body} bytes"
+            await self._problem(scope, send_with_id, 413, "body_too_large", detail)
+        else:
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception:  # never a bare 500 page: a problem document with the request id
+                log.exception("unhandled error (request %s)", request_id)
+                if status:  # the response had begun: nothing can be sent any more
+                    raise
+                await self._problem(scope, send_with_id, 500, "internal_error", "unexpected error; see the server log")
+        if log.isEnabledFor(logging.INFO):
+            principal = state.get("principal")
+            log.info(
+                "%s %s -> %s (request %s, principal %s)",
+                scope["method"],
+                scope["path"],
+                status,
+                request_id,
+                principal.address if principal is not None else "-",
+            )
+
+    @staticmethod
+    async def _problem(scope: Scope, send: Send, status: int, code: str, detail: str) -> None:
+        response = problems.problem_response(Request(scope), status, code, detail)
+        await response(scope, _no_body, send)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.disconnect"}
 
 
 def _session_secret(settings: Settings) -> bytes:
@@ -76,33 +150,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.services = services or build_services(settings)
     problems.install(app)
-    max_body = settings.max_body_bytes
 
-    @app.middleware("http")
-    async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_body):
-            return problems.problem_response(
-                request, 413, "body_too_large", f"request bodies are limited to {max_body} bytes"
-            )
-        try:
-            response = await call_next(request)
-        except Exception:  # never a bare 500 page: a problem document with the request id
-            log.exception("unhandled error (request %s)", request.state.request_id)
-            response = problems.problem_response(request, 500, "internal_error", "unexpected error; see the server log")
-        response.headers["x-request-id"] = request.state.request_id
-        principal = getattr(request.state, "principal", None)
-        log.info(
-            "%s %s -> %s (request %s, principal %s)",
-            request.method,
-            request.url.path,
-            response.status_code,
-            request.state.request_id,
-            principal.address if principal else "-",
-        )
-        return response
+    app.add_middleware(RequestContext, max_body=settings.max_body_bytes)
 
+    app.include_router(core.checks)  # first: the hot path, matched before the other routes
     app.include_router(core.router)
     app.include_router(reports.router)
     app.include_router(actions.router)

@@ -6,10 +6,12 @@ import secrets
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, ParamSpec, TypeVar
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine
 
 from api.problems import Problem
@@ -18,6 +20,9 @@ from registry.chain.contract import RegistryClient
 from registry.checks import DuplicateChecker
 from registry.relay import Relayer
 from registry.settings import Settings
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class RateLimiter:
@@ -52,6 +57,18 @@ class Services:
     relayer: Relayer
     limiter: RateLimiter
     extra: dict[str, object] = field(default_factory=dict)
+    inline_reads: bool = field(init=False)
+    """Short mirror reads run on the event loop (SQLite: in-process, microseconds) rather than in a worker
+    thread; over a network (PostgreSQL) they keep the thread hop, so a slow round trip blocks no one."""
+
+    def __post_init__(self) -> None:
+        self.inline_reads = self.engine.dialect.name == "sqlite"
+
+    async def read(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``work(*args)``, a short read of the mirror: inline or in the thread pool (see ``inline_reads``)."""
+        if self.inline_reads:
+            return work(*args, **kwargs)
+        return await run_in_threadpool(work, *args, **kwargs)
 
 
 async def get_services(request: Request) -> Services:
@@ -72,11 +89,13 @@ def _bearer(request: Request) -> str | None:
     return request.cookies.get("registry_session")
 
 
-def current_principal(request: Request, services: ServicesDep) -> Principal:
+async def current_principal(request: Request, services: ServicesDep) -> Principal:
+    """Async, so it runs on the event loop: a MAC check (cached per token) and one indexed statement on
+    the mirror, shorter than the hop to a worker thread and back that a sync dependency costs."""
     token = _bearer(request)
     if token is None:
         raise Problem(401, "auth.missing_token", "sign in first: send 'Authorization: Bearer <token>'")
-    principal = services.auth.authenticate(token)
+    principal = await services.read(services.auth.authenticate, token)
     wait = services.limiter.take(principal.address)
     if wait > 0:
         raise Problem(429, "rate_limited", f"too many requests from {principal.address}", retry_after=int(wait) + 1)

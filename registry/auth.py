@@ -2,7 +2,10 @@
 
 The session token is bound to the address and signed by the service (HMAC-SHA256); it carries no
 roles. Every request resolves the principal afresh from the mirror of the on-chain participant
-registry, so a suspended entity or a revoked key is refused at once, not at token expiry.
+registry, so a suspended entity or a revoked key is refused at once, not at token expiry: one indexed
+statement (the address's current key joined with its entity's current row), compiled once and run on
+the driver's cursor. What is cached is only what cannot change: that a token string's MAC verifies and
+whom and until when it names (its expiry is still compared with the clock on every request).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, and_, bindparam, insert, select, update
 
 from registry.domain import EntityStatus, KeyStatus
 from registry.errors import RegistryError
@@ -25,6 +28,8 @@ from registry.store.models import AuthNonce, Participant, ParticipantKey, table_
 
 NONCE_TTL = 300.0
 SESSION_TTL = 900.0
+TOKEN_CACHE_SIZE = 10_000
+"""Verified tokens remembered (per API process); the whole cache is dropped when it is full."""
 
 
 class AuthError(RegistryError):
@@ -84,6 +89,16 @@ class AuthService:
         self.secret = secret
         self.admins = frozenset(a.lower() for a in admins)
         self.session_ttl = session_ttl
+        self._verified: dict[str, tuple[str, float]] = {}  # token -> (address, expiry): its MAC verified
+        keys, parts = table_of(ParticipantKey), table_of(Participant)
+        statement = (
+            select(keys.c.entity_id, keys.c.status, parts.c.status, parts.c.roles)
+            .select_from(keys.outerjoin(parts, and_(parts.c.entity_id == keys.c.entity_id, parts.c.valid_to.is_(None))))
+            .where(keys.c.address == bindparam("address"), keys.c.valid_to.is_(None))
+        )
+        compiled = statement.compile(dialect=engine.dialect)
+        self._principal_sql = str(compiled)
+        self._positional = compiled.positiontup is not None
 
     # ------------------------------------------------------------------ sign-in
 
@@ -140,9 +155,22 @@ class AuthService:
 
     def authenticate(self, token: str) -> Principal:
         """The principal of a session token, resolved from the mirror now."""
+        known = self._verified.get(token)
+        if known is None:
+            known = self._verify(token)
+            if len(self._verified) >= TOKEN_CACHE_SIZE:
+                self._verified.clear()
+            self._verified[token] = known
+        address, expires = known
+        if expires < time.time():
+            raise AuthError("expired_token", "the session has expired: sign in again")
+        return self.principal(address)
+
+    def _verify(self, token: str) -> tuple[str, float]:
+        """(address, expiry) of a token whose MAC verifies; refuses any other."""
         try:
             payload, mac = token.encode().split(b".", 1)
-        except ValueError:
+        except (ValueError, UnicodeEncodeError):
             raise AuthError("bad_token", "malformed session token") from None
         expected = base64.urlsafe_b64encode(hmac.new(self.secret, payload, hashlib.sha256).digest()).rstrip(b"=")
         if not hmac.compare_digest(mac, expected):
@@ -151,31 +179,33 @@ class AuthService:
             body = json.loads(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))
         except ValueError:
             raise AuthError("bad_token", "malformed session token") from None
-        if not isinstance(body, dict) or body.get("exp", 0) < time.time():
-            raise AuthError("expired_token", "the session has expired: sign in again")
-        return self.principal(str(body["sub"]))
+        if not isinstance(body, dict) or not isinstance(body.get("sub"), str):
+            raise AuthError("bad_token", "malformed session token")
+        expires = body.get("exp", 0)
+        if not isinstance(expires, (int, float)) or isinstance(expires, bool):
+            raise AuthError("bad_token", "malformed session token")
+        return body["sub"], float(expires)
 
     def principal(self, address: str) -> Principal:
         """The entity and roles behind ``address`` as the mirror knows them now; refuses revoked keys
         and suspended entities."""
         is_admin = address.lower() in self.admins
-        keys, parts = table_of(ParticipantKey), table_of(Participant)
         with self.engine.connect() as conn:
-            key = conn.execute(
-                select(keys.c.entity_id, keys.c.status).where(keys.c.address == address, keys.c.valid_to.is_(None))
-            ).first()
-            if key is None:
-                if is_admin:
-                    return Principal(address, None, frozenset(), True)
-                raise AuthError("unknown_key", f"{address} is not a key of any participant")
-            if key.status != KeyStatus.ACTIVE:
-                raise AuthError("key_revoked", f"the key {address} has been revoked")
-            entity = conn.execute(
-                select(parts.c.status, parts.c.roles).where(
-                    parts.c.entity_id == key.entity_id, parts.c.valid_to.is_(None)
-                )
-            ).first()
-        if entity is None or entity.status != EntityStatus.ACTIVE:
-            raise AuthError("entity_suspended", f"participant {key.entity_id} is suspended")
-        roles = frozenset(r for r in entity.roles.split(",") if r)
-        return Principal(address, int(key.entity_id), roles, is_admin)
+            dbapi = conn.connection.dbapi_connection
+            assert dbapi is not None
+            cursor = dbapi.cursor()
+            try:
+                cursor.execute(self._principal_sql, (address,) if self._positional else {"address": address})
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+        if row is None:
+            if is_admin:
+                return Principal(address, None, frozenset(), True)
+            raise AuthError("unknown_key", f"{address} is not a key of any participant")
+        entity_id, key_status, entity_status, roles = row
+        if key_status != KeyStatus.ACTIVE:
+            raise AuthError("key_revoked", f"the key {address} has been revoked")
+        if entity_status != EntityStatus.ACTIVE:  # (None: no current row of the entity)
+            raise AuthError("entity_suspended", f"participant {entity_id} is suspended")
+        return Principal(address, int(entity_id), frozenset(r for r in roles.split(",") if r), is_admin)
