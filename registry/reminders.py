@@ -167,7 +167,7 @@ class Candidate:
             "step": self.step,
             "recipient": self.recipient,
             "due_at": self.due_at,
-            "message": self.message(),
+            "message": self.message(timestamp),
             "receivable": {
                 "id": r["id"],
                 "status": Status(r["status"]).name.lower(),
@@ -186,27 +186,42 @@ class Candidate:
             "as_of": {"block": block, "timestamp": timestamp},
         }
 
-    def message(self) -> str:
+    def message(self, now: int | None = None) -> str:
+        """The notice in words; ``now`` (the block time it is made at) gives the days actually left, which
+        are fewer than the step's when the receivable was registered or seen late."""
         r = self.receivable
-        unpaid = f"{r['currency']} {format_amount(r['face_value'] - r['paid'], r['currency'])}"
+        unpaid = f"{r['currency']} {_grouped(format_amount(r['face_value'] - r['paid'], r['currency']))}"
         due = datetime.fromtimestamp(r["due_date"], UTC).date().isoformat()
         rid = f"Receivable {r['id']}"
         match self.kind:
             case NoticeKind.DUE_SOON:
-                return f"{rid} ({unpaid} unpaid) falls due in {self.step} day(s), on {due}."
+                days = self.step if now is None else max(1, -(-(r["due_date"] - now) // DAY))
+                return f"{rid} ({unpaid} unpaid) falls due in {_days(days)}, on {due}."
             case NoticeKind.DUE_TODAY:
                 return f"{rid} ({unpaid} unpaid) is due today, {due}."
             case NoticeKind.OVERDUE:
-                return f"{rid} ({unpaid} unpaid) is {self.step} day(s) overdue (due {due})."
+                return f"{rid} ({unpaid} unpaid) is {_days(self.step)} overdue (due {due})."
             case NoticeKind.UNCONFIRMED:
-                return f"{rid} has waited {self.step} day(s) for the debtor's confirmation."
+                return f"{rid} has waited {_days(self.step)} for the debtor's confirmation."
             case NoticeKind.PAYMENT_UNACKNOWLEDGED:
                 assert self.claim is not None
-                paid = format_amount(self.claim["amount"], r["currency"])
+                paid = _grouped(format_amount(self.claim["amount"], r["currency"]))
                 return (
                     f"Payment claim {self.claim['claim_id']} of {r['currency']} {paid} on {rid} has waited "
-                    f"{self.step} day(s) for the payee's acknowledgement."
+                    f"{_days(self.step)} for the payee's acknowledgement."
                 )
+
+
+def _days(n: int) -> str:
+    return f"{n} day" if n == 1 else f"{n} days"
+
+
+def _grouped(amount: str) -> str:
+    """ "1850600.00" -> "1,850,600.00" (for people; the payload keeps integer minor units)."""
+    whole, _, fraction = amount.partition(".")
+    sign = "-" if whole.startswith("-") else ""
+    grouped = f"{int(whole.lstrip('-')):,}"
+    return f"{sign}{grouped}.{fraction}" if fraction else f"{sign}{grouped}"
 
 
 RECEIVABLE_COLUMNS = ("id", "creditor", "debtor", "holder", "status", "face_value", "paid", "currency", "due_date")

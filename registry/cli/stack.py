@@ -294,7 +294,7 @@ def up(
             indexer.sync()
             indexing = threading.Thread(target=indexer.run, name="indexer", daemon=True)
             indexing.start()
-            workers = Workers(engine, settings)
+            workers = Workers(engine, settings.model_copy(update={"rpc_url": node.url}))
             workers.start()
             interval = settings.block_time if block_time is None else block_time
             if interval > 0 and settings.node == "anvil":
@@ -413,6 +413,8 @@ def _wait_for_interrupt() -> None:
         stop = True
 
     signal.signal(signal.SIGTERM, handler)
+    # Also when started in the background by a shell, which starts it with SIGINT ignored.
+    signal.signal(signal.SIGINT, handler)
     try:
         while not stop:
             time.sleep(0.2)

@@ -70,7 +70,7 @@ def test_each_party_reads_its_own_notices_and_the_auditor_reads_all(
     assert [(n["kind"], n["step"], n["recipient"], n["receivable_id"]) for n in mine] == [
         ("overdue", 1, debtor.entity, overdue)
     ]
-    assert "1 day(s) overdue" in mine[0]["message"] and mine[0]["state"] == "active"
+    assert "1 day overdue" in mine[0]["message"] and mine[0]["state"] == "active"
     theirs = api.get("/notices", headers=login(creditor.account)).json()["items"]
     assert [n["recipient"] for n in theirs] == [creditor.entity]
     assert api.get("/notices", headers=login(consortium.debtors[1].account)).json()["items"] == []
