@@ -968,8 +968,16 @@ class DuplicateChecker:
                 return
             if dialect == "sqlite":
                 # pysqlite begins transactions before DML only; without BEGIN each SELECT would read
-                # its own snapshot, and the cursor could come from another batch than the rows.
-                conn.exec_driver_sql("BEGIN")
+                # its own snapshot, and the cursor could come from another batch than the rows. (On the
+                # driver's connection: through SQLAlchemy, BEGIN and ROLLBACK cost more than the reads.)
+                dbapi = conn.connection.dbapi_connection
+                assert dbapi is not None
+                dbapi.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    dbapi.rollback()
+                return
             try:
                 yield conn
             finally:

@@ -3,6 +3,7 @@ beside a bare FastAPI endpoint measured in the same run, and bulk checks through
 
     python scripts/bench_api.py --json build/bench-api.json [--duration 15] [--clients 50]
         [--receivables 5000] [--bulk-size 5000] [--bulk-calls 4] [--rounds 2] [--profile prof.out]
+        [--server-profile server.prof]
 
 Set-up (not timed): a fresh Anvil, the registry deployed and the demo consortium admitted, a few
 thousand receivables registered (500-line batches by three creditors for two debtors; some confirmed
@@ -11,7 +12,9 @@ loopback port with the same settings (one worker, asyncio loop, h11, no access l
 
 - the API (``api.app:create_app``, settings from ``REGISTRY_*`` variables; the per-principal rate
   limit is raised out of the way, since all clients share one factor's session);
-- a bare FastAPI app with one ``POST`` route returning a constant (no body parsing, no auth).
+- a bare FastAPI app with one ``POST`` route returning a constant (no body parsing, no auth, and none
+  of the API's middleware: the request-id/body-limit/log middleware and the problem handlers are part
+  of what the API costs, so the baseline is plain FastAPI under the same server settings).
 
 What is timed, from this process (asyncio, one ``httpx.AsyncClient`` per client, keep-alive):
 
@@ -193,16 +196,52 @@ def ledger(workdir: Path, receivables: int) -> Iterator[Ledger]:
         )
 
 
+@dataclass(frozen=True)
+class Served:
+    """A running server: its base URL and process."""
+
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+_PROFILED_UVICORN = """
+import cProfile, signal, sys, uvicorn
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+profiler = cProfile.Profile()
+profiler.enable()
+try:
+    uvicorn.main(args=sys.argv[1:], standalone_mode=False)
+finally:
+    profiler.disable()
+    profiler.dump_stats({path!r})
+"""
+
+
 @contextmanager
 def server(
-    app: str, env: dict[str, str], *, port: int | None = None, factory: bool = True, app_dir: Path | None = None
-) -> Iterator[str]:
-    """``uvicorn`` serving ``app`` on ``port`` (default: a free one) on loopback; yields its base URL once
-    it answers."""
+    app: str,
+    env: dict[str, str],
+    *,
+    port: int | None = None,
+    factory: bool = True,
+    app_dir: Path | None = None,
+    profile: Path | None = None,
+) -> Iterator[Served]:
+    """``uvicorn`` serving ``app`` on ``port`` (default: a free one) on loopback; yields it once it
+    answers. With ``profile``, the server runs under cProfile (its event loop, where the async
+    routes do their work) and writes the statistics there when it stops."""
     from registry.chain.node import free_port
 
     port = port or free_port(HOST)
-    cmd = [sys.executable, "-m", "uvicorn", app, "--host", HOST, "--port", str(port), *UVICORN_FLAGS]
+    # (uvicorn re-raises SIGTERM after its graceful shutdown: a handler of ours turns it into an exit, so
+    # that the statistics are written.)
+    launch = ["-m", "uvicorn"] if profile is None else ["-c", _PROFILED_UVICORN.format(path=str(profile))]
+    cmd = [sys.executable, *launch, app, "--host", HOST, "--port", str(port), *UVICORN_FLAGS]
     if factory:
         cmd.append("--factory")
     if app_dir is not None:
@@ -221,7 +260,7 @@ def server(
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"uvicorn {app} did not answer on {url}") from None
                 time.sleep(0.1)
-        yield url
+        yield Served(url, process.pid)
     finally:
         process.terminate()
         try:
@@ -252,14 +291,25 @@ class Load:
 
     requests: int = 0
     seconds: float = 0.0
+    served: int = 0
+    """Answers, warm-up included (what the server's CPU time was spent on)."""
+    server_cpu: float = 0.0
+    """CPU seconds the server used over the burst, warm-up included."""
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def add(self, other: Load) -> None:
         self.requests += other.requests
         self.seconds += other.seconds
+        self.served += other.served
+        self.server_cpu += other.server_cpu
         self.latencies += other.latencies
         self.errors += other.errors
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        """The server's CPU time per answer: its cost, whatever else the machine was doing."""
+        return 1000 * self.server_cpu / self.served if self.served else float("nan")
 
     @property
     def rps(self) -> float:
@@ -315,6 +365,7 @@ async def _burst(
                         length = int(line[15:])
                 body = await reader.readexactly(length)
                 done = time.perf_counter()
+                load.served += 1
                 status = head[9:12]
                 if status != b"200":
                     load.errors.append(f"{status.decode()} {body[:200]!r}")
@@ -332,7 +383,7 @@ async def _burst(
 
 
 def burst(
-    url: str,
+    target: Served,
     path: str,
     bodies: Sequence[tuple[dict[str, Any], bool | None]],
     headers: dict[str, str],
@@ -341,9 +392,12 @@ def burst(
     duration: float,
     warmup: float = 2.0,
 ) -> Load:
-    requests = _requests(url, path, [b for b, _ in bodies], headers)
+    requests = _requests(target.url, path, [b for b, _ in bodies], headers)
     expected = [None if e is None else b'"registered":' + (b"true" if e else b"false") for _, e in bodies]
-    return asyncio.run(_burst(url, requests, expected, clients, duration, warmup))
+    cpu = target.cpu_seconds()
+    load = asyncio.run(_burst(target.url, requests, expected, clients, duration, warmup))
+    load.server_cpu = target.cpu_seconds() - cpu
+    return load
 
 
 def bulk(
@@ -401,20 +455,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bare_bodies: list[tuple[dict[str, Any], bool | None]] = [(b, None) for b, _ in bodies]
 
         check_load, bare_load = Load(), Load()
+        per_round: list[dict[str, float]] = []
         with (
-            server("api.app:create_app", env, port=api_port) as api_url,
-            server("bench_api:bare_app", {}, app_dir=ROOT / "scripts") as bare_url,
+            server("api.app:create_app", env, port=api_port, profile=args.server_profile) as api,
+            server("bench_api:bare_app", {}, app_dir=ROOT / "scripts") as bare,
         ):
+            api_url = api.url
             token = sign_in(api_url, led.factor_key)
             headers = {"Authorization": f"Bearer {token}"}
             profiler = cProfile.Profile() if args.profile else None
             for r in range(args.rounds):
                 each = args.duration / args.rounds
-                b = burst(bare_url, "/bare", bare_bodies, {}, clients=args.clients, duration=each)
-                c = burst(api_url, "/checks", bodies, headers, clients=args.clients, duration=each)
-                print(f"  round {r + 1}: bare {b.rps:,.0f}/s, /checks {c.rps:,.0f}/s", file=sys.stderr)
+                b = burst(bare, "/bare", bare_bodies, {}, clients=args.clients, duration=each)
+                c = burst(api, "/checks", bodies, headers, clients=args.clients, duration=each)
+                print(
+                    f"  round {r + 1}: bare {b.rps:,.0f}/s ({b.cpu_ms_per_request:.3f} ms CPU each), "
+                    f"/checks {c.rps:,.0f}/s ({c.cpu_ms_per_request:.3f} ms CPU each)",
+                    file=sys.stderr,
+                )
                 bare_load.add(b)
                 check_load.add(c)
+                per_round.append({"bare_rps": round(b.rps, 1), "check_rps": round(c.rps, 1)})
             registered = {respelled(p) for p in led.registered} | set(led.registered)
             lines = [x for pair in zip(led.registered, led.unknown, strict=False) for x in pair]
             lines = [respelled(p) if i % 4 == 0 else p for i, p in enumerate(lines)]
@@ -435,12 +496,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "bare_p50_ms": round(bare_load.percentile_ms(0.50), 2),
         "bare_p99_ms": round(bare_load.percentile_ms(0.99), 2),
         "check_to_bare": round(check_load.rps / bare_load.rps, 3) if bare_load.rps else None,
+        # The servers' CPU time per answer: what each request costs, less sensitive to a busy machine than
+        # the rates (the client in this process and other load take the rest of the two cores).
+        "check_server_cpu_ms": round(check_load.cpu_ms_per_request, 3),
+        "bare_server_cpu_ms": round(bare_load.cpu_ms_per_request, 3),
         "target_check_to_bare": TARGET_RATIO,
         "bulk_call_seconds_median": round(bulk_figures["bulk_call_seconds_median"], 3),
         "bulk_invoices_per_call": args.bulk_size,
         "clients": args.clients,
         "duration_s": args.duration,
         "rounds": args.rounds,
+        "per_round": per_round,
         "receivables": led.receivables,
         "server": "uvicorn " + " ".join(UVICORN_FLAGS),
         "loadavg": list(os.getloadavg()),
@@ -458,6 +524,9 @@ def main() -> int:
     parser.add_argument("--bulk-size", type=int, default=5000, help="invoices per /checks/bulk call")
     parser.add_argument("--bulk-calls", type=int, default=4)
     parser.add_argument("--profile", type=Path, help="cProfile of the bulk calls' client side (this process)")
+    parser.add_argument(
+        "--server-profile", type=Path, help="cProfile of the API server process (slows it: not for figures)"
+    )
     args = parser.parse_args()
 
     figures = run(args)
@@ -468,6 +537,11 @@ def main() -> int:
         ("POST /checks (single)", f"{figures['check_rps']:,.0f} req/s", f"p99 {figures['check_p99_ms']} ms"),
         ("bare FastAPI POST", f"{figures['bare_rps']:,.0f} req/s", f"p99 {figures['bare_p99_ms']} ms"),
         ("/checks over bare", f"{ratio:.0%}", f"target >= {TARGET_RATIO:.0%}"),
+        (
+            "server CPU per answer",
+            f"{figures['check_server_cpu_ms']} ms",
+            f"bare {figures['bare_server_cpu_ms']} ms",
+        ),
         ("POST /checks/bulk", f"{figures['bulk_check_per_s']:,.0f} invoices/s", f"{args.bulk_size:,} a call"),
     ]
     width = max(len(r[0]) for r in rows)
