@@ -150,3 +150,27 @@ def test_check_answers_have_the_documented_shape(
         ]
         assert parsed.results[2].error is not None and parsed.results[2].error["field"] == "face_value"
         assert parsed.as_of is not None and parsed.as_of.block >= block
+
+
+@pytest.mark.parametrize(
+    ("url", "inline"), [("sqlite://", True), ("postgresql+psycopg://nobody@127.0.0.1:1/none", False)]
+)
+def test_mirror_reads_run_inline_on_sqlite_and_in_the_thread_pool_otherwise(url: str, inline: bool) -> None:
+    import asyncio
+    import threading
+
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)  # (never connects)
+    none: Any = None
+    services = Services(
+        settings=none, engine=engine, registry=none, auth=none, checker=none, relayer=none, limiter=none
+    )
+    assert services.inline_reads is inline
+
+    async def where() -> tuple[int, int]:
+        return threading.get_ident(), await services.read(threading.get_ident)
+
+    loop_thread, read_thread = asyncio.run(where())
+    assert (loop_thread == read_thread) is inline
+    engine.dispose()
