@@ -281,7 +281,7 @@ def test_every_role_does_its_task_in_the_portal_and_the_others_see_it(
     d.page.get_by_test_id("nav-debtor").click()
     reminder = d.page.get_by_test_id("notices").locator("tr", has_text=f"#{due_soon}")
     expect(reminder).to_contain_text("due soon")
-    expect(reminder).to_contain_text(f"Receivable {due_soon} (CNY 64000.00 unpaid) falls due")
+    expect(reminder).to_contain_text(f"Receivable {due_soon} (CNY 64,000.00 unpaid) falls due")
     expect(d.page.get_by_test_id("notices-due-soon").locator(".v")).to_have_text("1")
     d.shot("reminders")
     expect(d.page.get_by_test_id("owes").locator(f'tr[data-id="{rid}"]')).to_contain_text(_named(factor))
