@@ -34,13 +34,13 @@ $(PORTAL_DIR)/node_modules/.installed: $(PORTAL_DIR)/package.json $(PORTAL_DIR)/
 	touch $@
 
 lint: bootstrap
-	$(VENV)/bin/ruff check registry tests scripts
-	$(VENV)/bin/ruff format --check registry tests scripts
+	$(VENV)/bin/ruff check registry api tests scripts
+	$(VENV)/bin/ruff format --check registry api tests scripts
 	$(VENV)/bin/mypy
 
 format: bootstrap
-	$(VENV)/bin/ruff format registry tests scripts
-	$(VENV)/bin/ruff check --fix registry tests scripts
+	$(VENV)/bin/ruff format registry api tests scripts
+	$(VENV)/bin/ruff check --fix registry api tests scripts
 
 pytest: bootstrap
 	$(PY) -m pytest
