@@ -17,6 +17,17 @@ receivable's identifying fields), so a rescan, a restart or a second worker find
 made. Each cycle makes, per receivable and recipient, the most advanced step reached (a worker that
 catches up after a long pause sends "overdue 30 days", not the five notices before it as well).
 
+**Incremental cycles.** A cycle remembers where it read (:class:`Watermark`: the cursor's block, hash
+and time, and the highest receivable and payment-claim row ids it saw). The next cycle, if that block is
+still on the mirror's chain, reads only what can have changed: receivables and claims with rows written
+since (the indexer appends versions in block order, one writer), receivables whose next step falls due
+between the two block times (due-date windows per step, registration and claim blocks by the block
+clock), and the notices of those subjects. Nothing else can change: a reason, once reached, holds while
+its rows stay the same and time moves forward. The first cycle of a process, and the one after a
+rollback below the watermark (a cursor below it, or a hash at its block the mirror no longer has),
+rescans everything: a rollback reopens older row versions without a trace, so "what changed since the
+common ancestor" cannot be read back from the mirror.
+
 **Reorgs.** The outbox is not part of the mirror's rollback. Each cycle re-checks every active notice
 that still has an undelivered delivery, or was made within ``finality_depth`` blocks of the cursor:
 if its reason no longer holds at the cursor (the confirmation, the payment or the block time that made
@@ -325,8 +336,21 @@ class CycleReport:
     dead: int = 0
     scan_seconds: float = 0.0
     deliver_seconds: float = 0.0
+    full: bool = False  # rescanned everything (first cycle, or after a rollback below the watermark)
+    since_block: int | None = None  # incremental: read what changed after this block
     created_ids: list[str] = field(default_factory=list, repr=False)
     withdrawn_ids: list[str] = field(default_factory=list, repr=False)
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """Where a cycle read the mirror: the cursor's block, hash and time, and the highest row ids it saw."""
+
+    block: int
+    block_hash: str
+    timestamp: int
+    receivable_row: int
+    claim_row: int
 
 
 def webhook_secret(settings: Settings) -> bytes:
@@ -363,6 +387,7 @@ class ReminderWorker:
         self.block_clock = BlockClock(self._block_timestamp, finality_depth=settings.finality_depth)
         self.transports: dict[Channel, Transport] = dict(transports) if transports is not None else {}
         self._known: dict[str, str] | None = None  # notice id -> state, loaded once
+        self._mark: Watermark | None = None  # the last cycle's, once its writes committed
         self._stop = threading.Event()
 
     @classmethod
@@ -439,8 +464,16 @@ class ReminderWorker:
             block, now = fresh.block_number, fresh.block_timestamp
             report.as_of_block, report.as_of_timestamp = block, now
             ev = Evaluator(self.rules, self.block_clock, block, now)
-            wanted = self._wanted(conn, ev, report)
-            to_check = self._to_check(conn, block)
+            mark = self._mark_at(conn, block, fresh.block_hash, now)
+            since = self._since(conn, block, fresh.block_hash)
+            if since is None:
+                report.full = True
+                wanted = self._wanted(conn, ev, report)
+                to_check = self._to_check(conn, block)
+            else:
+                report.since_block = since.block
+                wanted, subjects = self._wanted_since(conn, ev, since, report)
+                to_check = self._to_check(conn, block, subjects)
             held = self._reached_ids(conn, ev, to_check)
             conn.rollback()
         if self._known is None:
@@ -452,6 +485,7 @@ class ReminderWorker:
         withdraw = [nid for nid, _ in to_check if nid not in held]
         report.checked = len(to_check)
         if not (new or rearm or withdraw):
+            self._mark = mark
             return
         wall = self.clock()
         with self.engine.begin() as conn:
@@ -467,6 +501,7 @@ class ReminderWorker:
             known[nid] = NoticeState.ACTIVE
         for c in new:
             known[c.id] = NoticeState.ACTIVE
+        self._mark = mark  # only now: a cycle whose writes failed is read again
         report.created, report.rearmed, report.withdrawn = len(new), len(rearm), len(withdraw)
         report.created_ids = [c.id for c in new]
         report.withdrawn_ids = withdraw
@@ -504,18 +539,123 @@ class ReminderWorker:
                 out.extend(ev.unacknowledged(cl, receivables[cl["receivable_id"]]))
         return out
 
-    def _to_check(self, conn: Connection, block: int) -> list[tuple[str, dict[str, Any]]]:
+    def _to_check(
+        self, conn: Connection, block: int, subjects: Iterable[int] | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
         """Active notices a reorg or a later transition may have taken the reason from: made within the
-        finality depth of the cursor (or above it), or with a delivery still to make."""
+        finality depth of the cursor (or above it), or with a delivery still to make; only those about
+        ``subjects`` (receivable ids) when given."""
         n, d = table_of(Notice), table_of(NoticeDelivery)
         undelivered = select(d.c.notice_id).where(d.c.state.in_(UNDELIVERED))
-        rows = conn.execute(
-            select(n.c.id, n.c.kind, n.c.receivable_id, n.c.claim_id).where(
-                n.c.state == NoticeState.ACTIVE.value,
-                or_(n.c.as_of_block > block - self.settings.finality_depth, n.c.id.in_(undelivered)),
-            )
-        ).mappings()
-        return [(r["id"], dict(r)) for r in rows]
+        stmt = select(n.c.id, n.c.kind, n.c.receivable_id, n.c.claim_id).where(
+            n.c.state == NoticeState.ACTIVE.value,
+            or_(n.c.as_of_block > block - self.settings.finality_depth, n.c.id.in_(undelivered)),
+        )
+        if subjects is None:
+            return [(r["id"], dict(r)) for r in conn.execute(stmt).mappings()]
+        ids = sorted(set(subjects))
+        out: list[tuple[str, dict[str, Any]]] = []
+        for i in range(0, len(ids), 500):
+            rows = conn.execute(stmt.where(n.c.receivable_id.in_(ids[i : i + 500]))).mappings()
+            out.extend((r["id"], dict(r)) for r in rows)
+        return out
+
+    # ------------------------------------------------------------------ incremental reads
+
+    @staticmethod
+    def _mark_at(conn: Connection, block: int, block_hash: str, now: int) -> Watermark:
+        t, c = table_of(Receivable), table_of(PaymentClaimRow)
+        top_receivable = conn.execute(select(func.max(t.c.row_id))).scalar()
+        top_claim = conn.execute(select(func.max(c.c.row_id))).scalar()
+        return Watermark(block, block_hash, now, int(top_receivable or 0), int(top_claim or 0))
+
+    def _since(self, conn: Connection, block: int, block_hash: str) -> Watermark | None:
+        """The last cycle's watermark if its block is still on the mirror's chain, else None (rescan all).
+        A block without a stored header counts as final once it is ``finality_depth`` below the cursor (the
+        indexer refuses deeper reorgs); nearer the cursor, a missing header means it was rolled back."""
+        mark = self._mark
+        if mark is None or block < mark.block:
+            return None
+        if block == mark.block:
+            return mark if block_hash == mark.block_hash else None
+        stored = conn.execute(select(BlockHeader.hash).where(BlockHeader.number == mark.block)).scalar()
+        if stored is None:
+            return mark if mark.block <= block - self.settings.finality_depth else None
+        return mark if stored == mark.block_hash else None
+
+    def _wanted_since(
+        self, conn: Connection, ev: Evaluator, since: Watermark, report: CycleReport
+    ) -> tuple[list[Candidate], set[int]]:
+        """As :meth:`_wanted`, over what can have changed since ``since``: receivables and claims with
+        rows written since, and those whose next step falls due in ``(since.timestamp, ev.now]``. Also
+        the receivable ids whose rows (or claims' rows) changed, whose notices must be checked again."""
+        t, c = table_of(Receivable), table_of(PaymentClaimRow)
+        changed = {int(i) for i in conn.execute(select(t.c.id).where(t.c.row_id > since.receivable_row)).scalars()}
+        changed_claims = {
+            int(i) for i in conn.execute(select(c.c.claim_id).where(c.c.row_id > since.claim_row)).scalars()
+        }
+        receivables = _receivables_by_id(conn, changed)
+        claims: dict[int, dict[str, Any]] = {}
+        ids = sorted(changed_claims)
+        for i in range(0, len(ids), 500):
+            for m in conn.execute(_claim_select().where(c.c.claim_id.in_(ids[i : i + 500]))).mappings():
+                claims[m["claim_id"]] = dict(m)
+        subjects = changed | {cl["receivable_id"] for cl in claims.values()}
+        # A changed receivable's pending claims: their notices carry its fields.
+        ids = sorted(changed)
+        for i in range(0, len(ids), 500):
+            for m in conn.execute(
+                _claim_select().where(c.c.status == int(ClaimStatus.PENDING), c.c.receivable_id.in_(ids[i : i + 500]))
+            ).mappings():
+                claims[m["claim_id"]] = dict(m)
+        low, high = since.timestamp, ev.now
+        if high > low:
+            for row in conn.execute(self._due_window(low, high)).mappings():
+                receivables.setdefault(row["id"], dict(row))
+            days = self.rules.unconfirmed_days * DAY
+            first = ev.clock.first_block_at(low - days + 1, 0, ev.block)
+            last = ev.clock.first_block_at(high - days + 1, 0, ev.block)
+            if last > first:
+                for row in conn.execute(
+                    _receivable_select().where(
+                        t.c.status == int(Status.REGISTERED),
+                        t.c.registered_block >= first,
+                        t.c.registered_block < last,
+                    )
+                ).mappings():
+                    receivables.setdefault(row["id"], dict(row))
+            days = self.rules.unacknowledged_days * DAY
+            first = ev.clock.first_block_at(low - days + 1, 0, ev.block)
+            last = ev.clock.first_block_at(high - days + 1, 0, ev.block)
+            if last > first:
+                for m in conn.execute(
+                    _claim_select().where(
+                        c.c.status == int(ClaimStatus.PENDING), c.c.valid_from >= first, c.c.valid_from < last
+                    )
+                ).mappings():
+                    claims.setdefault(m["claim_id"], dict(m))
+        out: list[Candidate] = []
+        for r in receivables.values():
+            report.scanned += 1
+            out.extend(ev.latest(ev.due(r)))
+            out.extend(ev.unconfirmed(r))
+        missing = {cl["receivable_id"] for cl in claims.values()} - receivables.keys()
+        subjects_rows = {**_receivables_by_id(conn, missing), **receivables}
+        for cl in claims.values():
+            report.scanned += 1
+            if cl["receivable_id"] in subjects_rows:
+                out.extend(ev.unacknowledged(cl, subjects_rows[cl["receivable_id"]]))
+        return out, subjects
+
+    def _due_window(self, low: int, high: int) -> Any:
+        """Open receivables with a due-kind threshold in ``(low, high]``: per step, a due-date range."""
+        t = table_of(Receivable)
+        due = t.c.due_date
+        ranges = [and_(due > low + d * DAY, due <= high + d * DAY) for d in set(self.rules.days_before)]
+        ranges += [and_(due > low - s * DAY, due <= high - s * DAY) for s in set(self.rules.overdue_steps)]
+        # due today: the UTC day's start (due - due % DAY) in (low, high]
+        ranges.append(and_(due >= (low // DAY + 1) * DAY, due < (high // DAY + 1) * DAY))
+        return _receivable_select().where(t.c.status.in_([int(s) for s in DUE_STATUSES]), or_(*ranges))
 
     def _reached_ids(self, conn: Connection, ev: Evaluator, notices: list[tuple[str, dict[str, Any]]]) -> set[str]:
         """Ids of every notice (any step) the mirror still gives a reason for, among these notices' subjects."""

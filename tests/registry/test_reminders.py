@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 
 from registry import reminders
 from registry.domain import ClaimStatus, Status
@@ -28,7 +28,15 @@ from registry.notify import NOTICE_ID_HEADER, SIGNATURE_HEADER, Outgoing, Webhoo
 from registry.reminders import Channel, CycleReport, DeliveryState, ReminderWorker
 from registry.settings import Settings
 from registry.store.db import make_engine, migrate
-from registry.store.models import Notice, NoticeAttempt, NoticeDelivery, PaymentClaimRow, Receivable, table_of
+from registry.store.models import (
+    BlockHeader,
+    Notice,
+    NoticeAttempt,
+    NoticeDelivery,
+    PaymentClaimRow,
+    Receivable,
+    table_of,
+)
 
 HOUR = 3_600
 DAY = 24  # blocks
@@ -42,15 +50,30 @@ def block_time(n: int) -> int:
 
 
 class Mirror:
-    """Writes receivables, claims and the cursor the way the indexer would (versioned rows)."""
+    """Writes receivables, claims, the cursor and its block header the way the indexer would (versioned
+    rows; a rollback starts a new fork, whose blocks have other hashes)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.block = 0
+        self.fork = 0
+
+    def block_hash(self, block: int) -> str:
+        return f"0x{self.fork:04x}{block:060x}"
 
     def at(self, block: int) -> None:
         self.block = block
         with self.engine.begin() as conn:
+            h = table_of(BlockHeader)
+            conn.execute(delete(h).where(h.c.number == block))
+            conn.execute(
+                insert(h).values(
+                    number=block,
+                    hash=self.block_hash(block),
+                    parent_hash=self.block_hash(block - 1),
+                    timestamp=block_time(block),
+                )
+            )
             write_cursor(
                 conn,
                 {
@@ -59,7 +82,7 @@ class Mirror:
                     "genesis_hash": "0x" + "22" * 32,
                     "deploy_block": 1,
                     "block_number": block,
-                    "block_hash": f"0x{block:064x}",
+                    "block_hash": self.block_hash(block),
                     "block_timestamp": block_time(block),
                     "ledger_head": bytes(32),
                     "ledger_count": 0,
@@ -123,7 +146,19 @@ class Mirror:
         """A reorg as the indexer handles it: rows above the ancestor deleted or reopened, cursor moved."""
         with self.engine.begin() as conn:
             rollback_to(conn, ancestor)
-        self.at(ancestor)
+        self.fork += 1
+        self.block = ancestor
+        with self.engine.begin() as conn:  # the ancestor's header stays; the cursor moves back to it
+            h = table_of(BlockHeader)
+            stored = conn.execute(select(h.c.hash).where(h.c.number == ancestor)).scalar()
+            write_cursor(
+                conn,
+                {
+                    "block_number": ancestor,
+                    "block_hash": stored or self.block_hash(ancestor),
+                    "block_timestamp": block_time(ancestor),
+                },
+            )
 
 
 class FakeClock:
@@ -660,3 +695,162 @@ def test_a_deleted_subscription_gets_nothing_more(
         assert not reminders.delete_subscription(conn, DEBTOR, sub)
     assert worker.run_once().delivered == 0
     assert receiver.posts == []
+
+
+# ---------------------------------------------------------------------------------------- incremental cycles
+
+
+def test_a_steady_cycle_reads_only_what_changed(sqlite_engine: Engine, tmp_path: Any) -> None:
+    mirror = Mirror(sqlite_engine)
+    mirror.at(10)
+    for rid in range(1, 41):
+        mirror.receivable(rid, Status.CONFIRMED, due_block=20 * DAY)
+    for rid in range(41, 51):
+        mirror.receivable(rid, Status.REGISTERED, due_block=90 * DAY)
+    worker = make_worker(sqlite_engine, worker_settings(tmp_path), FakeClock())
+    mirror.at(21 * DAY + 2)  # every confirmed one overdue 1 day, every registration unconfirmed
+    first = worker.run_once()
+    assert first.full and first.created == 40 * 2 + 10 * 2 and first.scanned == 50
+
+    steady = worker.run_once()
+    assert not steady.full and steady.since_block == 21 * DAY + 2
+    assert (steady.scanned, steady.checked, steady.created, steady.withdrawn) == (0, 0, 0, 0)
+
+    mirror.at(21 * DAY + 3)  # one block, one transition, no step falls due
+    mirror.receivable(7, Status.ASSIGNED, due_block=20 * DAY, holder=FACTOR)
+    one = worker.run_once()
+    assert not one.full and one.scanned == 1
+    assert one.checked == 2  # receivable 7's two notices, made within the finality depth
+    assert created(sqlite_engine, one) == [("overdue", 1, FACTOR)]  # the new holder is told
+    assert one.withdrawn == 1  # the creditor's: it no longer holds the receivable
+    assert worker.run_once().scanned == 0
+
+
+def test_a_notice_that_falls_due_between_two_cycles_with_no_new_block_events_is_still_made(
+    sqlite_engine: Engine, tmp_path: Any
+) -> None:
+    mirror = Mirror(sqlite_engine)
+    mirror.at(10)
+    mirror.receivable(1, Status.CONFIRMED, due_block=30 * DAY + 13)  # due at 13:00 UTC
+    mirror.receivable(2, Status.REGISTERED, due_block=90 * DAY)
+    mirror.receivable(3, Status.PARTIALLY_PAID, due_block=200 * DAY, paid=10_000)
+    mirror.claim(1, 3, ClaimStatus.PENDING)
+    worker = make_worker(sqlite_engine, worker_settings(tmp_path), FakeClock())
+    mirror.at(11)
+    assert worker.run_once().created == 0
+    made: list[tuple[int, str, int, int]] = []
+    for block in range(11 + 6, 62 * DAY, 6):  # only the cursor moves: no row is written
+        mirror.at(block)
+        report = worker.run_once()
+        assert not report.full and report.checked == 0
+        assert report.scanned <= 2  # what falls due in these 6 hours, not every open receivable
+        made += [(block, k, s, r) for k, s, r in created(sqlite_engine, report)]
+    steps = [(k, s) for _, k, s, r in made if r == DEBTOR]
+    assert steps == [
+        ("payment_unacknowledged", 3),
+        ("unconfirmed", 5),
+        ("due_soon", 7),
+        ("due_soon", 1),
+        ("due_today", 0),
+        ("overdue", 1),
+        ("overdue", 7),
+        ("overdue", 30),
+    ]
+    due_at = {(k, s): b for b, k, s, r in made if r == DEBTOR}
+    assert due_at[("due_soon", 1)] == 29 * DAY + 17  # first cycle at or after 29 * DAY + 13
+    assert due_at[("due_today", 0)] == 30 * DAY + 5  # first cycle at or after midnight of the due day
+    assert due_at[("unconfirmed", 5)] == 10 + 5 * DAY + 1
+
+
+def test_incremental_cycles_make_the_same_notices_as_full_rescans(tmp_path: Any) -> None:
+    """A worker that keeps its watermark and one started afresh for every cycle (a full scan) see the same
+    mirror, written by a deterministic random history of transitions, claims and idle stretches."""
+    import random
+
+    engines = [make_engine(f"sqlite:///{tmp_path}/{name}.db") for name in ("incremental", "full")]
+    for e in engines:
+        migrate(e)
+    mirrors = [Mirror(e) for e in engines]
+    settings = worker_settings(tmp_path)
+    incremental = make_worker(engines[0], settings, FakeClock())
+    rng = random.Random(20)
+    statuses = [Status.REGISTERED, Status.CONFIRMED, Status.ASSIGNED, Status.PARTIALLY_PAID, Status.SETTLED]
+    block, claims, totals = 1, 0, [0, 0]
+    for _ in range(80):
+        block += rng.choice([1, 3, 7, 30, 100])
+        for m in mirrors:
+            m.at(block)
+        for _ in range(rng.randrange(0, 4)):
+            rid = rng.randrange(1, 25)
+            status = rng.choice(statuses)
+            holder = FACTOR if status is Status.ASSIGNED else CREDITOR
+            due = (rid * 37) % (40 * DAY) + rng.choice([0, 0, 5 * DAY])
+            paid = 100_000 if status is Status.SETTLED else 0
+            if rng.random() < 0.2:
+                claims += 1
+                for m in mirrors:
+                    m.claim(claims, rid, ClaimStatus.PENDING)
+            for m in mirrors:
+                m.receivable(rid, status, due_block=due, holder=holder, paid=paid)
+        reports = [incremental.run_once(), make_worker(engines[1], settings, FakeClock()).run_once()]
+        assert reports[1].full
+        assert created(engines[0], reports[0]) == created(engines[1], reports[1])
+        assert sorted(reports[0].withdrawn_ids) == sorted(reports[1].withdrawn_ids)
+        totals[0] += reports[0].scanned
+        totals[1] += reports[1].scanned
+    outboxes = []
+    for e in engines:
+        with e.connect() as conn:
+            outboxes.append(sorted((n["id"], n["state"]) for n in reminders.list_notices(conn, None, limit=10_000)))
+    assert len(outboxes[0]) > 20 and outboxes[0] == outboxes[1]
+    assert any(state == "withdrawn" for _, state in outboxes[0])
+    assert totals[0] < totals[1] / 2
+    for e in engines:
+        e.dispose()
+
+
+def test_a_rollback_below_the_last_scanned_block_makes_the_next_cycle_rescan_from_the_ancestor(
+    sqlite_engine: Engine, tmp_path: Any
+) -> None:
+    """The settlement at block 30 is rolled back and the new fork has already passed the worker's block when
+    it cycles: the receivable's reopened row carries no new version, so only a rescan finds it overdue."""
+    mirror = Mirror(sqlite_engine)
+    mirror.at(10)
+    mirror.receivable(1, Status.CONFIRMED, due_block=20 * DAY)
+    mirror.receivable(2, Status.CONFIRMED, due_block=20 * DAY)
+    mirror.at(30)
+    mirror.receivable(1, Status.SETTLED, due_block=20 * DAY, paid=100_000)
+    worker = make_worker(sqlite_engine, worker_settings(tmp_path), FakeClock())
+    mirror.at(21 * DAY)
+    first = worker.run_once()
+    assert first.full and created(sqlite_engine, first) == [("overdue", 1, DEBTOR), ("overdue", 1, CREDITOR)]
+    mirror.at(21 * DAY + 10)
+    assert not worker.run_once().full
+
+    mirror.rollback(20)  # below block 30: the settlement is gone, receivable 1 is open again
+    mirror.at(21 * DAY + 20)  # the new fork, past the worker's last block before it cycles again
+    report = worker.run_once()
+    assert report.full and report.since_block is None
+    assert report.scanned == 2
+    assert created(sqlite_engine, report) == [("overdue", 1, DEBTOR), ("overdue", 1, CREDITOR)]
+    with sqlite_engine.connect() as conn:
+        assert {n["receivable_id"] for n in reminders.list_notices(conn, None)} == {1, 2}
+
+    after = worker.run_once()
+    assert not after.full and after.since_block == 21 * DAY + 20 and after.scanned == 0
+
+
+def test_a_rollback_to_the_same_height_on_another_fork_is_noticed_by_its_hash(
+    sqlite_engine: Engine, tmp_path: Any
+) -> None:
+    mirror = Mirror(sqlite_engine)
+    mirror.at(10)
+    mirror.receivable(1, Status.CONFIRMED, due_block=20 * DAY)
+    mirror.at(21 * DAY)
+    mirror.receivable(1, Status.SETTLED, due_block=20 * DAY, paid=100_000)
+    worker = make_worker(sqlite_engine, worker_settings(tmp_path), FakeClock())
+    assert worker.run_once().created == 0
+    mirror.rollback(21 * DAY - 1)
+    mirror.at(21 * DAY)  # same height, other hash, no settlement on this fork
+    report = worker.run_once()
+    assert report.full and report.created == 2
