@@ -7,6 +7,7 @@ webhook subscription for a share of the debtors. Then, measured:
 
 - cold cycle: the first scan makes every notice due (notices/s = notices made / scan seconds);
 - steady cycle: the same block again, nothing new (the worker's cost per cycle: wall and CPU seconds);
+- next-block cycle: the cursor one block (2 s) later, no new rows (the cost of a cycle on a live chain);
 - next-day cycle: the cursor one day later, the notices that day brings;
 - delivery: the queued webhook deliveries sent to a local receiver (deliveries/s).
 
@@ -224,6 +225,9 @@ def run(url: str, receivables: int, subscribed_debtors: int, deliveries_cap: int
         log(f"cold cycle: {cold}")
         steady = [cycle_figures(*measured(worker, deliver=False)) for _ in range(3)]
         log(f"steady cycles: {steady}")
+        move_cursor(engine, HEAD + 1)
+        next_block = cycle_figures(*measured(worker, deliver=False))
+        log(f"next-block cycle: {next_block}")
         restarted = ReminderWorker(engine, settings, block_timestamp=block_time, delivery_batch=deliveries_cap)
         after_restart = cycle_figures(*measured(restarted, deliver=False))
         log(f"first cycle after a restart: {after_restart}")
@@ -254,6 +258,7 @@ def run(url: str, receivables: int, subscribed_debtors: int, deliveries_cap: int
         "subscribed_debtors": subscribed_debtors,
         "cold_cycle": cold,
         "steady_cycles": steady,
+        "next_block_cycle": next_block,
         "first_cycle_after_restart": after_restart,
         "next_day_cycle": next_day,
         "delivery": delivery,
