@@ -118,6 +118,7 @@ def fill(engine: Engine, receivables: int, seed: int = 7) -> dict[str, int]:
             conn.execute(insert(t), rows[i : i + 10_000])
         for i in range(0, len(claims), 10_000):
             conn.execute(insert(table_of(PaymentClaimRow)), claims[i : i + 10_000])
+        store_header(conn, HEAD)
         conn.execute(
             text(
                 "INSERT INTO cursor (id, chain_id, registry_address, genesis_hash, deploy_block, block_number, "
@@ -128,7 +129,7 @@ def fill(engine: Engine, receivables: int, seed: int = 7) -> dict[str, int]:
                 "a": "0x" + "11" * 20,
                 "g": "0x" + "22" * 32,
                 "b": HEAD,
-                "h": "0x" + "33" * 32,
+                "h": block_hash(HEAD),
                 "t": NOW,
                 "l": bytes(32),
                 "c": receivables,
@@ -139,11 +140,24 @@ def fill(engine: Engine, receivables: int, seed: int = 7) -> dict[str, int]:
     return counts
 
 
+def block_hash(n: int) -> str:
+    return f"0x{n:064x}"
+
+
+def store_header(conn: Any, n: int) -> None:
+    """The cursor block's header, as the indexer stores every block near the tip (the worker's reorg check)."""
+    conn.execute(
+        text("INSERT INTO block_headers (number, hash, parent_hash, timestamp) VALUES (:n, :h, :p, :t)"),
+        {"n": n, "h": block_hash(n), "p": block_hash(n - 1), "t": block_time(n)},
+    )
+
+
 def move_cursor(engine: Engine, block: int) -> None:
     with engine.begin() as conn:
+        store_header(conn, block)
         conn.execute(
-            text("UPDATE cursor SET block_number = :b, block_timestamp = :t WHERE id = 1"),
-            {"b": block, "t": block_time(block)},
+            text("UPDATE cursor SET block_number = :b, block_hash = :h, block_timestamp = :t WHERE id = 1"),
+            {"b": block, "h": block_hash(block), "t": block_time(block)},
         )
 
 
