@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import threading
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -142,13 +145,23 @@ def build_services(settings: Settings) -> Services:
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     settings = settings or get_settings()
+    services = services or build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Offers accepted but not relayed when the service last stopped: relayed now, once (in the background:
+        # the API answers meanwhile).
+        threading.Thread(target=offers.resume_offers, args=(services,), name="resume-offers", daemon=True).start()
+        yield
+
     app = FastAPI(
         title="Receivables registry",
         version="0.1.0",
         description="Permissioned receivables registry: sign in with your key, read what you are party to, "
         "check for double financing, relay requests you signed.",
+        lifespan=lifespan,
     )
-    app.state.services = services or build_services(settings)
+    app.state.services = services
     problems.install(app)
 
     app.add_middleware(RequestContext, max_body=settings.max_body_bytes)

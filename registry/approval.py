@@ -59,7 +59,7 @@ from registry.checks import DuplicateChecker
 from registry.domain import KeyStatus, Status
 from registry.errors import InvalidInvoice, RegistryError
 from registry.invoice import CURRENCY_EXPONENTS, Invoice, format_amount, normalize_currency, parse_amount
-from registry.relay import Relayer, RelayError, request_digest, request_json
+from registry.relay import Relayer, RelayError, parse_request, request_digest, request_json
 from registry.store.models import (
     ApprovalPolicy,
     Cursor,
@@ -925,6 +925,38 @@ class OfferDesk:
                 rules=json.dumps([r.to_json() for r in decision.rules] if decision else []),
             )
         )
+
+    def resume(self, *, settle_seconds: float = 60.0, now: float | None = None) -> list[OfferView]:
+        """Relays the offers that were accepted but never relayed (the service stopped in between), so an
+        accepted offer is not lost by a crash: each is relayed at most once (the relayer keys requests by
+        digest, so one relayed just before the crash is recognised, not sent again); one whose signed
+        deadline has passed is marked expired. Offers decided less than ``settle_seconds`` ago are left to
+        the request that is relaying them (another replica, or this one). Run at start-up."""
+        now = time.time() if now is None else now
+        o = table_of(Offer)
+        with self.engine.connect() as conn:
+            rows = [
+                dict(r)
+                for r in conn.execute(
+                    select(o.c.id, o.c.request, o.c.deadline, o.c.decided_at)
+                    .where(o.c.state == ACCEPTED, o.c.decided_at <= now - settle_seconds)
+                    .order_by(o.c.id)
+                ).mappings()
+            ]
+        resumed: list[OfferView] = []
+        for row in rows:
+            if row["deadline"] < now:
+                with self.engine.begin() as conn:
+                    changed = conn.execute(
+                        update(o).where(o.c.id == row["id"], o.c.state == ACCEPTED).values(state=EXPIRED)
+                    ).rowcount
+                    if changed:
+                        detail = "accepted, but its signed deadline passed before it could be relayed"
+                        self._record(conn, row["id"], "relayer", EXPIRED, "deadline", None, detail)
+                resumed.append(self.get(row["id"]))
+                continue
+            resumed.append(self._relay(row["id"], parse_request(json.loads(row["request"]))))
+        return resumed
 
     def _relay(self, offer_id: int, request: SignedRequest, *, raise_errors: bool = False) -> OfferView:
         """Relays an accepted offer's request (exactly once: the relayer keys it by digest) and records

@@ -13,18 +13,21 @@ factor decides it.
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
-from api.deps import PrincipalDep, ServicesDep
+from api.deps import PrincipalDep, Services, ServicesDep
 from api.problems import Problem, problem_responses
 from api.schemas import InvoiceFields, SignedRequestCreate, Strict
 from registry.approval import STATES, OfferDesk, OfferError, OfferView, Policy
 from registry.auth import Forbidden, Principal
 from registry.invoice import Invoice
 from registry.relay import parse_request
+
+log = logging.getLogger("registry.api")
 
 router = APIRouter(responses=problem_responses(401, 422, 429, 503))
 
@@ -107,6 +110,15 @@ def desk(services: ServicesDep) -> OfferDesk:
         found = OfferDesk(services.registry, services.engine, services.relayer, services.checker)
         services.extra["offer_desk"] = found
     return found
+
+
+def resume_offers(services: Services) -> None:
+    """Relays offers accepted but never relayed (the service stopped in between); see OfferDesk.resume."""
+    try:
+        for view in desk(services).resume():
+            log.info("resumed offer %s: %s", view.id, view.state)
+    except Exception:  # never fatal to the API: logged, and tried again at the next start
+        log.exception("resuming accepted offers failed")
 
 
 def _problem(exc: OfferError) -> Problem:

@@ -222,3 +222,46 @@ def test_offers_that_cannot_be_relayed_or_are_not_assignments_are_refused(
     answer = api.post("/offers", json={"request": request, "invoice": other}, headers=parties["creditor"])
     assert answer.status_code == 422 and answer.json()["code"] == "offer.invoice_mismatch"
     assert api.get("/offers", headers=parties["creditor"]).json()["items"] == []
+
+
+def test_an_offer_accepted_before_the_api_stopped_is_relayed_when_it_starts_again(
+    api: TestClient,
+    parties: dict[str, dict[str, str]],
+    consortium: Consortium,
+    chain_state: ChainState,
+    api_settings: Any,
+) -> None:
+    import time
+
+    from sqlalchemy import update
+
+    from api.app import build_services, create_app
+    from registry.store.models import Offer, table_of
+
+    assert api.put("/policies/me", json=POLICY, headers=parties["factor"]).status_code == 200
+    rid = _confirmed(api, parties, consortium, chain_state, "RESUME-1")
+    creditor, factor = consortium.creditors[0], consortium.factors[0]
+    request = _signed(
+        api,
+        parties["creditor"],
+        creditor.account,
+        "assign",
+        {"id": rid, "factor": factor.entity, "advance": 10_000_000},
+    )
+    from api.routes.offers import desk
+    from registry.relay import parse_request
+
+    services = api.app.state.services  # type: ignore[attr-defined]
+    view = desk(services).submit(parse_request(request), relay=False)  # accepted; then the API "died"
+    assert view.state == "accepted"
+    offers = table_of(Offer)
+    with services.engine.begin() as conn:  # decided two minutes ago
+        conn.execute(update(offers).where(offers.c.id == view.id).values(decided_at=time.time() - 120))
+
+    restarted = build_services(api_settings)
+    with TestClient(create_app(api_settings, restarted)) as again:
+        deadline = time.monotonic() + 20
+        while (state := again.get(f"/offers/{view.id}", headers=parties["factor"]).json()["state"]) != "assigned":
+            assert state == "accepted" and time.monotonic() < deadline, state
+            time.sleep(0.1)
+    restarted.engine.dispose()

@@ -438,3 +438,40 @@ def test_the_same_offer_submitted_twice_at_once_is_one_offer_and_one_transaction
     assert [d["outcome"] for d in final.decisions] == ["accepted", "assigned"]
     with desk.desk.engine.connect() as conn:
         assert len(conn.execute(select(table_of(Offer).c.id)).all()) == 1
+
+
+def test_an_offer_accepted_but_not_relayed_before_a_crash_is_relayed_on_resume(desk: Desk) -> None:
+    creditor, debtor, factor = desk.consortium.creditors[0], desk.consortium.debtors[0], desk.consortium.factors[0]
+    desk.set_policy(factor)
+    rid, invoice = desk.confirmed(creditor, debtor)
+    view = desk.desk.submit(desk.offer(creditor, rid, factor, invoice.face_value // 2), relay=False)
+    assert view.state == "accepted" and view.tx_hash is None  # the process "died" here
+    assert desk.desk.resume() == [], "a just-decided offer is left to the request relaying it"
+    [resumed] = desk.desk.resume(settle_seconds=0)
+    assert resumed.id == view.id and resumed.state == "assigned" and resumed.tx_hash
+    assert desk.registry.get_receivable(rid).holder == factor.entity
+    assert desk.desk.resume(settle_seconds=0) == [], "nothing left to resume"
+
+
+def test_an_offer_relayed_just_before_a_crash_is_recognised_not_sent_again(desk: Desk) -> None:
+    creditor, debtor, factor = desk.consortium.creditors[0], desk.consortium.debtors[0], desk.consortium.factors[0]
+    desk.set_policy(factor)
+    rid, invoice = desk.confirmed(creditor, debtor)
+    request = desk.offer(creditor, rid, factor, invoice.face_value // 2)
+    view = desk.desk.submit(request, relay=False)
+    sent = desk.desk.relayer.submit(request, "assign", wait_indexed=0)  # relayed; the offer row never heard
+    [resumed] = desk.desk.resume(settle_seconds=0)
+    assert resumed.id == view.id and resumed.state == "assigned"
+    assert resumed.tx_hash == sent.tx_hash, "the same transaction, not a second one"
+
+
+def test_an_accepted_offer_past_its_deadline_expires_on_resume(desk: Desk) -> None:
+    creditor, debtor, factor = desk.consortium.creditors[0], desk.consortium.debtors[0], desk.consortium.factors[0]
+    desk.set_policy(factor)
+    rid, invoice = desk.confirmed(creditor, debtor)
+    request = desk.offer(creditor, rid, factor, invoice.face_value // 2)
+    view = desk.desk.submit(request, relay=False)
+    [resumed] = desk.desk.resume(settle_seconds=0, now=request.deadline + 1)
+    assert resumed.id == view.id and resumed.state == "expired"
+    assert [d["outcome"] for d in resumed.decisions][-1] == "expired"
+    assert desk.registry.get_receivable(rid).holder == creditor.entity, "nothing was relayed"
