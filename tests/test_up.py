@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 
 def _up(data_dir: Path) -> str:
-    env = {**os.environ, "REGISTRY_DATA_DIR": str(data_dir), "REGISTRY_RPC_PORT": "0", "COLUMNS": "200"}
+    env = {**os.environ, "REGISTRY_DATA_DIR": str(data_dir), "REGISTRY_RPC_PORT": "0", "REGISTRY_API_PORT": "0"}
+    env["COLUMNS"] = "200"
     env.pop("REGISTRY_RPC_URL", None)
     done = subprocess.run(
         [sys.executable, "-m", "registry.cli", "up", "--exit-after-seed"],
@@ -31,6 +33,12 @@ def test_up_deploys_seeds_and_indexes_once_then_resumes_on_restart(tmp_path: Pat
     deployment = json.loads((tmp_path / "deployment.json").read_text())
     assert (tmp_path / "node" / "anvil-state.json").exists()
     assert (tmp_path / "registry.db").exists()
+    printed = " ".join(first.split())
+    assert re.search(r"portal http://127\.0\.0\.1:\d+/", printed), "the portal's URL is printed"
+    assert "password 'registry-demo'" in printed, "the demo keystores' password is printed"
+    keystores = sorted(p.name for p in (tmp_path / "keys").glob("*.json") if p.name != "identities.json")
+    assert len(keystores) == 9, keystores  # operator, 3 creditors, 2 debtors, 2 factors, auditor
+    assert all(name.removesuffix(".json") in printed for name in keystores), "each identity is printed"
 
     second = _up(tmp_path)
     assert "reused" in second

@@ -321,6 +321,8 @@ def up(
         console.print(
             f"api       {api.url} (docs {api.url}/docs)" if api.url else f"api       not started: {api.error}"
         )
+        if api.url:
+            console.print(f"portal    {api.url}/ (sign in with a keystore below and the demo password)")
         _print_consortium(consortium)
         _print_keystores(consortium, settings)
         if exit_after_seed:
