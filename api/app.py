@@ -116,7 +116,7 @@ def _session_secret(settings: Settings) -> bytes:
 
 
 def build_services(settings: Settings) -> Services:
-    chain = ChainClient(settings.rpc_url or f"http://{settings.rpc_host}:{settings.rpc_port}")
+    chain = ChainClient(settings.node_url)
     deployment = Deployment.load(settings.deployment_path)
     check_deployment(chain, deployment)
     registry = RegistryClient(chain, deployment)

@@ -417,7 +417,7 @@ class ReminderWorker:
             from registry.chain.client import ChainClient
 
             s = self.settings
-            chain = ChainClient(s.rpc_url or f"http://{s.rpc_host}:{s.rpc_port}")
+            chain = ChainClient(s.node_url)
             self._chain_timestamp = lambda n: int(chain.get_block(n)["timestamp"], 16)
         return self._chain_timestamp(block)
 

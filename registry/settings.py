@@ -117,6 +117,11 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def node_url(self) -> str:
+        """The JSON-RPC endpoint: ``rpc_url``, else the local node on rpc_host:rpc_port."""
+        return self.rpc_url or f"http://{self.rpc_host}:{self.rpc_port}"
+
+    @property
     def api_url(self) -> str:
         return self.public_url or f"http://{self.api_host}:{self.api_port}"
 

@@ -124,7 +124,7 @@ def _execute(services: Services, run: _Run) -> None:
     settings = services.settings
     try:
         result = run_audit(
-            settings.rpc_url or f"http://{settings.rpc_host}:{settings.rpc_port}",
+            settings.node_url,
             settings.deployment_path,
             settings.database,
             max_log_range=settings.max_log_range,

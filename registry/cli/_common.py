@@ -213,10 +213,6 @@ def settings() -> Settings:
     return get_settings()
 
 
-def rpc_url(s: Settings) -> str:
-    return s.rpc_url or f"http://{s.rpc_host}:{s.rpc_port}"
-
-
 def registry_client(s: Settings) -> Any:
     """The registry at the configured deployment (checked against the node)."""
     from registry.chain.client import ChainClient
@@ -229,7 +225,7 @@ def registry_client(s: Settings) -> Any:
             2,
             "run `registry up` (local stack) or `registry chain deploy`, or set REGISTRY_DEPLOYMENT_FILE",
         )
-    chain = ChainClient(rpc_url(s))
+    chain = ChainClient(s.node_url)
     deployment = Deployment.load(s.deployment_path)
     check_deployment(chain, deployment)
     return RegistryClient(chain, deployment)

@@ -22,7 +22,6 @@ from registry.cli._common import (
     load_identity,
 )
 from registry.cli._common import fail as _fail
-from registry.cli._common import rpc_url as _rpc_url
 from registry.errors import RegistryError
 from registry.settings import get_settings
 
@@ -52,7 +51,7 @@ def audit_verify(
     database_url = None if ledger_only else (database or default_database(settings))
     try:
         result = run_audit(
-            rpc_url or _rpc_url(settings),
+            rpc_url or settings.node_url,
             Path(deployment) if deployment else settings.deployment_path,
             database_url,
             block=block,

@@ -16,7 +16,7 @@ from registry.chain.client import ChainClient
 from registry.chain.contract import RegistryClient
 from registry.chain.deployment import Deployment, check_deployment, ensure_deployment
 from registry.chain.node import LocalNode
-from registry.cli._common import JsonOpt, console, errors, fail, rpc_url
+from registry.cli._common import JsonOpt, console, errors, fail
 from registry.demo import ADMIN_INDEX, Consortium, demo_genesis_timestamp, seed_demo, write_directory
 from registry.domain import ROLE_NAMES
 from registry.errors import RegistryError
@@ -50,7 +50,7 @@ def _local_node(settings: Settings, block_time: float = 0.0) -> LocalNode:
 
 
 def _client(settings: Settings) -> RegistryClient:
-    chain = ChainClient(rpc_url(settings))
+    chain = ChainClient(settings.node_url)
     deployment = Deployment.load(settings.deployment_path)
     check_deployment(chain, deployment)
     return RegistryClient(chain, deployment)
@@ -64,7 +64,7 @@ def chain_deploy(as_json: JsonOpt = False) -> None:
     """Deploy the contracts to the configured node (reuses a deployment that still fits)."""
     settings = get_settings()
     with errors():
-        chain = ChainClient(rpc_url(settings))
+        chain = ChainClient(settings.node_url)
         deployment, created = ensure_deployment(chain, _admin(settings), settings.deployment_path)
     if as_json:
         print(json.dumps({"created": created, **deployment.__dict__}))
