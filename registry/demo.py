@@ -49,7 +49,7 @@ from registry.errors import ChainError
 from registry.invoice import Invoice
 from registry.keys import KeystoreError, anvil_account, load_keystore, save_keystore, write_atomic
 from registry.settings import DEMO_INVOICES
-from registry.types import EntityId, MinorUnits, ReceivableId, UnixTime
+from registry.types import EntityId, ReceivableId
 
 log = logging.getLogger(__name__)
 
@@ -243,39 +243,8 @@ def status_counts(client: RegistryClient, block: BlockId = "latest") -> Counter[
 
 
 def receivable_states(client: RegistryClient, block: BlockId = "latest") -> list[ReceivableState]:
-    """Every receivable as the contract holds it, read in JSON-RPC batches of ``eth_call``."""
-    count = client.receivable_count(block)
-    tag = hex(block) if isinstance(block, int) else block
-    states: list[ReceivableState] = []
-    for first in range(1, count + 1, 500):
-        ids = range(first, min(first + 500, count + 1))
-        calls = [
-            (
-                "eth_call",
-                [{"to": client.address, "data": "0x" + client.abi.encode_call("getReceivable", (i,)).hex()}, tag],
-            )
-            for i in ids
-        ]
-        for rid, answer in zip(ids, client.chain.rpc.batch(calls), strict=True):
-            if isinstance(answer, RpcError):
-                raise answer
-            ((creditor, debtor, holder, status, recourse, due, face, paid),) = client.abi.decode_output(
-                "getReceivable", bytes.fromhex(answer[2:])
-            )
-            states.append(
-                ReceivableState(
-                    id=ReceivableId(rid),
-                    creditor=EntityId(creditor),
-                    debtor=EntityId(debtor),
-                    holder=EntityId(holder),
-                    status=Status(status),
-                    recourse=bool(recourse),
-                    due_date=UnixTime(due),
-                    face_value=MinorUnits(face),
-                    paid=MinorUnits(paid),
-                )
-            )
-    return states
+    """Every receivable as the contract holds it."""
+    return client.get_receivables(range(1, client.receivable_count(block) + 1), block)
 
 
 # ---------------------------------------------------------------------------------------- keystores
