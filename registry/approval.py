@@ -446,22 +446,16 @@ def evaluate(offer: OfferedAssignment, policy: Policy | None, facts: Facts) -> D
     )
     limit_rule("total_exposure", policy.total_limit, facts.total_exposure + unpaid, "total exposure with this offer")
 
-    if not policy.no_anomaly_flag:
-        rule("no_anomaly_flag", True, "not required")
-    else:
-        rule(
-            "no_anomaly_flag",
-            not facts.anomaly_flags,
-            "; ".join(facts.anomaly_flags) if facts.anomaly_flags else "no open anomaly flag",
-        )
-    if not policy.no_near_duplicate:
-        rule("no_near_duplicate", True, "not required")
-    else:
-        rule(
-            "no_near_duplicate",
-            not facts.near_duplicates,
-            "; ".join(facts.near_duplicates) if facts.near_duplicates else "no suspiciously similar registration",
-        )
+    def none_of(name: str, required: bool, found: Sequence[str], clean: str) -> None:
+        if not required:
+            rule(name, True, "not required")
+        else:
+            rule(name, not found, "; ".join(found) if found else clean)
+
+    none_of("no_anomaly_flag", policy.no_anomaly_flag, facts.anomaly_flags, "no open anomaly flag")
+    none_of(
+        "no_near_duplicate", policy.no_near_duplicate, facts.near_duplicates, "no suspiciously similar registration"
+    )
     return Decision(all(r.ok for r in out), tuple(out))
 
 
