@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import unicodedata
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -595,3 +597,54 @@ def test_inserting_separators_does_not_change_the_normalised_number(
         index = position % (len(spelled) + 1)
         spelled = spelled[:index] + separator + spelled[index:]
     assert normalize_invoice_number(spelled) == normalize_invoice_number(number) == number.upper()
+
+
+# The rules as first written, character by character: the reference the faster normalisation (an ASCII
+# path by str.translate) must agree with, result and refusal alike.
+_REFERENCE_SEPARATORS = frozenset("\u2212.\u3002\u00b7\u30fb/\\#\u00ad\u200b\u2060\ufeff")
+
+
+def _reference_normalize(raw: str) -> str:
+    def separator(char: str) -> bool:
+        return char.isspace() or char in _REFERENCE_SEPARATORS or unicodedata.category(char) in ("Pd", "Pc")
+
+    text = unicodedata.normalize("NFKC", raw).casefold().upper()
+    text = unicodedata.normalize("NFKC", "".join(c for c in text if not separator(c)))
+    if not text:
+        raise InvalidInvoice("invoice_number", "is empty once spaces and separators are removed")
+    if len(text) > 64:
+        raise InvalidInvoice("invoice_number", f"is {len(text)} characters long once normalised; at most 64 allowed")
+    for position, char in enumerate(text):
+        category = unicodedata.category(char)
+        if category in ("Lu", "Ll", "Lt", "Lm", "Lo", "Nd", "Nl") or (category[0] == "M" and position > 0):
+            continue
+        raise InvalidInvoice(
+            "invoice_number",
+            f"contains {char!r} (U+{ord(char):04X}), which is neither a letter, a digit nor a separator",
+        )
+    return text
+
+
+def _outcome(normalise: Callable[[str], str], raw: str) -> tuple[str, str]:
+    try:
+        return ("ok", normalise(raw))
+    except InvalidInvoice as exc:
+        return (exc.field, exc.message)
+
+
+ASCII_NUMBERS = st.text(alphabet=st.characters(max_codepoint=127), max_size=80)
+TYPED_NUMBERS = st.text(alphabet=ALPHANUMERIC + SEPARATORS + ":(ß№ＩＮＶ－０１\u0301", max_size=80)
+LONG_NUMBERS = st.text(alphabet=ALPHANUMERIC[:62] + "-", min_size=60, max_size=70)  # around the 64 limit
+
+
+@given(st.one_of(st.text(max_size=80), ASCII_NUMBERS, TYPED_NUMBERS, LONG_NUMBERS))
+def test_normalisation_agrees_with_the_character_by_character_rules(raw: str) -> None:
+    assert _outcome(normalize_invoice_number, raw) == _outcome(_reference_normalize, raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [*SPELLINGS_OF_INV_001, "a" * 64, "a" * 65, "-" * 70 + "a", "", " ", "INV:1", "inv\x1f001", "ß", "№1", "e\u0301"],
+)
+def test_normalisation_agrees_with_the_character_by_character_rules_on_known_cases(raw: str) -> None:
+    assert _outcome(normalize_invoice_number, raw) == _outcome(_reference_normalize, raw)
