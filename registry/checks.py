@@ -104,7 +104,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from itertools import combinations, islice
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from sqlalchemy import (
     CompoundSelect,
@@ -130,7 +130,7 @@ from sqlalchemy.types import NullType
 
 from registry.domain import Status, is_financed
 from registry.errors import RegistryError
-from registry.hashing import keccak256
+from registry.hashing import keccak256, keccak256_many
 from registry.invoice import FINGERPRINT_TYPEHASH, INVOICE_KEY_TYPEHASH, ZERO_HASH, Invoice
 from registry.store.models import Assignment, Cursor, Receivable, table_of
 from registry.types import EntityId, MinorUnits, ReceivableId, UnixTime
@@ -273,22 +273,10 @@ OCR_CONFUSIONS: Final[Mapping[str, str]] = MappingProxyType(
 )
 """Characters that OCR and hurried typists confuse, both ways (numbers are upper case once normalised)."""
 _DIGITS: Final = "0123456789"
+_DIGIT_SET: Final = frozenset(_DIGITS)
+_OCR: Final[dict[str, str]] = dict(OCR_CONFUSIONS)  # (a plain dict: a mapping proxy's lookups cost more)
 MAX_VARIANTS: Final = 512
 """At most this many variants per number (distance-1 variants come first)."""
-
-
-def _digit_runs(s: str) -> Iterator[tuple[int, int]]:
-    """(start, end) of each maximal run of ASCII digits."""
-    i, n = 0, len(s)
-    while i < n:
-        if s[i] in _DIGITS:
-            j = i
-            while j < n and s[j] in _DIGITS:
-                j += 1
-            yield i, j
-            i = j
-        else:
-            i += 1
 
 
 def number_variants(normalized: str, *, digit_substitutions: bool = False) -> list[str]:
@@ -299,31 +287,44 @@ def number_variants(normalized: str, *, digit_substitutions: bool = False) -> li
     digit replaced by another). Distance 2: two OCR substitutions; a digit run's zero padding changed by
     two. Deterministic order, distance 1 first, at most :data:`MAX_VARIANTS`.
     """
+    # One pass over the characters for the distance-1 variants, which also notes the confusable
+    # characters and the digit runs for the distance-2 ones (a single check's hot path).
     s = normalized
     n = len(s)
     seen: dict[str, None] = {}
+    confusable: list[int] = []
+    runs: list[tuple[int, int]] = []  # (start, end) of each maximal run of ASCII digits
+    run_start = -1
     for i in range(n):
         char = s[i]
-        seen[s[:i] + s[i + 1 :]] = None  # deletion
+        head, here, after = s[:i], s[i:], s[i + 1 :]
+        seen[head + after] = None  # deletion
         if i + 1 < n and char != s[i + 1]:
-            seen[s[:i] + s[i + 1] + char + s[i + 2 :]] = None  # transposition
-        confused = OCR_CONFUSIONS.get(char)
+            seen[head + s[i + 1] + char + s[i + 2 :]] = None  # transposition
+        confused = _OCR.get(char)
         if confused is not None:
-            seen[s[:i] + confused + s[i + 1 :]] = None  # OCR substitution
-        seen[s[:i] + char + s[i:]] = None  # doubled keystroke
-        if char in _DIGITS:
-            seen[s[:i] + "0" + s[i:]] = None  # zero inserted into a digit run
+            seen[head + confused + after] = None  # OCR substitution
+            confusable.append(i)
+        seen[head + char + here] = None  # doubled keystroke
+        if char in _DIGIT_SET:
+            seen[head + "0" + here] = None  # zero inserted into a digit run
             if digit_substitutions:
                 for digit in _DIGITS:
                     if digit != char:
-                        seen[s[:i] + digit + s[i + 1 :]] = None
-    for start, end in _digit_runs(s):
+                        seen[head + digit + after] = None
+            if run_start < 0:
+                run_start = i
+        elif run_start >= 0:
+            runs.append((run_start, i))
+            run_start = -1
+    if run_start >= 0:
+        runs.append((run_start, n))
+    for start, end in runs:
         seen[s[:start] + "00" + s[start:]] = None  # padded by two zeros
         if end - start > 2 and s[start : start + 2] == "00":
             seen[s[:start] + s[start + 2 :]] = None  # two leading zeros dropped
-    confusable = [i for i in range(n) if s[i] in OCR_CONFUSIONS]
     for i, j in combinations(confusable, 2):
-        seen[s[:i] + OCR_CONFUSIONS[s[i]] + s[i + 1 : j] + OCR_CONFUSIONS[s[j]] + s[j + 1 :]] = None
+        seen[s[:i] + _OCR[s[i]] + s[i + 1 : j] + _OCR[s[j]] + s[j + 1 :]] = None
     seen.pop(s, None)
     seen.pop("", None)
     out = list(seen)[:MAX_VARIANTS]
@@ -341,12 +342,12 @@ def number_variants(normalized: str, *, digit_substitutions: bool = False) -> li
 _keccak256: Final = keccak256
 
 
-def _key_of(debtor: int, number_hash: bytes) -> bytes:
-    return _keccak256(INVOICE_KEY_TYPEHASH + debtor.to_bytes(32, "big") + number_hash)
+def _key_preimage(debtor: int, number_hash: bytes) -> bytes:
+    return INVOICE_KEY_TYPEHASH + debtor.to_bytes(32, "big") + number_hash
 
 
-def _fingerprint_of(invoice: Invoice) -> bytes:
-    return _keccak256(
+def _fingerprint_preimage(invoice: Invoice) -> bytes:
+    return (
         FINGERPRINT_TYPEHASH
         + invoice.debtor.to_bytes(32, "big")
         + invoice.number_hash
@@ -355,6 +356,14 @@ def _fingerprint_of(invoice: Invoice) -> bytes:
         + invoice.issue_date.to_bytes(32, "big")
         + invoice.due_date.to_bytes(32, "big")
     )
+
+
+def _key_of(debtor: int, number_hash: bytes) -> bytes:
+    return _keccak256(_key_preimage(debtor, number_hash))
+
+
+def _fingerprint_of(invoice: Invoice) -> bytes:
+    return _keccak256(_fingerprint_preimage(invoice))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -590,43 +599,75 @@ _NEAR_NAMES: Final = ("debtor", "currency", "face_value", "due_date", "document"
 _MAX_VARIANT_BRANCHES: Final = 100  # debtors per similar-number statement (SQLite allows 500 compound terms)
 
 
+class _NearForm(NamedTuple):
+    """:data:`_NEAR_SINGLE` written out for one length of the variant list."""
+
+    sql: str
+    named: dict[str, Any] | None
+    """Named parameters (PostgreSQL's driver): the constants' values; None for positional ones."""
+    template: list[Any]
+    """Positional parameters (SQLite's driver): the constants in place, the rest to be filled in."""
+    slots: tuple[tuple[int, str], ...]
+    """Positional: (index, name) of each per-check value of :data:`_NEAR_NAMES`."""
+    variants_at: int
+    """Positional: where the variant hashes' run begins (the ``IN`` list, contiguous)."""
+
+
 class _PreparedNear:
     """:data:`_NEAR_SINGLE` compiled once per length of the variant list (at most :data:`MAX_VARIANTS`
     + 1 forms) and run on the DBAPI cursor: SQLAlchemy's per-execution work on an expanding ``IN`` list
-    (cache key, post-compile rendering, result wrapping) cost more than the database's probes."""
+    (cache key, post-compile rendering, result wrapping) cost more than the database's probes. A
+    positional form keeps the parameter list with its constants in place, so a check fills in five
+    values and splices its variant hashes in (a lookup per parameter took as long as the probes)."""
 
     def __init__(self, engine: Engine) -> None:
         self._compiled = _NEAR_SINGLE.compile(dialect=engine.dialect)
-        self._forms: dict[int, tuple[str, dict[str, Any], list[str] | None]] = {}
+        self._forms: dict[int, _NearForm] = {}
 
-    def _form(self, n: int) -> tuple[str, dict[str, Any], list[str] | None]:
-        """(SQL, the constant parameters' values, positional order or None for named parameters)."""
+    def _form(self, n: int) -> _NearForm:
         form = self._forms.get(n)
         if form is None:
             sample = dict.fromkeys(_NEAR_NAMES) | {"variants": [b""] * n}
             expanded = self._compiled.construct_expanded_state(sample)
             constants = dict(expanded.parameters)
-            order = list(expanded.positiontup) if expanded.positiontup is not None else None
-            form = self._forms[n] = (expanded.statement, constants, order)
+            if expanded.positiontup is None:
+                form = _NearForm(expanded.statement, constants, [], (), 0)
+            else:
+                order = list(expanded.positiontup)
+                variants = [f"variants_{i}" for i in range(1, n + 1)]
+                at = order.index(variants[0]) if n else len(order)
+                assert order[at : at + n] == variants, "the IN list's parameters are contiguous"
+                template = [constants.get(name) for name in order]
+                slots = tuple((i, name) for i, name in enumerate(order) if name in _NEAR_NAMES)
+                form = _NearForm(expanded.statement, None, template, slots, at)
+            self._forms[n] = form
         return form
 
     def rows(self, conn: Connection, line: _Line) -> list[Sequence[Any]]:
         inv = line.invoice
-        sql, constants, order = self._form(len(line.variant_hashes))
-        values = {
-            **constants,
+        hashes = line.variant_hashes
+        form = self._form(len(hashes))
+        given = {
             "debtor": inv.debtor,
             "currency": inv.currency,
             "face_value": inv.face_value,
             "due_date": inv.due_date,
             "document": line.document,
         }
-        values.update({f"variants_{i}": h for i, h in enumerate(line.variant_hashes, start=1)})
+        params: list[Any] | dict[str, Any]
+        if form.named is None:
+            params = form.template.copy()
+            for i, name in form.slots:
+                params[i] = given[name]
+            params[form.variants_at : form.variants_at + len(hashes)] = hashes
+        else:
+            params = {**form.named, **given}
+            params.update({f"variants_{i}": h for i, h in enumerate(hashes, start=1)})
         dbapi = conn.connection.dbapi_connection
         assert dbapi is not None
         cursor = dbapi.cursor()
         try:
-            cursor.execute(sql, tuple(values[name] for name in order) if order is not None else values)
+            cursor.execute(form.sql, params)
             return list(cursor.fetchall())
         finally:
             cursor.close()
@@ -1099,11 +1140,13 @@ class DuplicateChecker:
     # ------------------------------------------------------------------ internals: answers
 
     def _line(self, invoice: Invoice, *, variants: bool) -> _Line:
-        hashes: list[bytes] = []
+        # The key, the fingerprint and each variant's number hash in one batch (keccak256_many).
+        preimages = [_key_preimage(invoice.debtor, invoice.number_hash), _fingerprint_preimage(invoice)]
         if variants:
             numbers = number_variants(invoice.normalized_number, digit_substitutions=self.digit_substitutions)
-            hashes = [_keccak256(n.encode("utf-8")) for n in numbers]
-        return _Line(invoice, _key_of(invoice.debtor, invoice.number_hash), _fingerprint_of(invoice), hashes)
+            preimages += [n.encode("utf-8") for n in numbers]
+        key, fingerprint, *hashes = keccak256_many(preimages)
+        return _Line(invoice, key, fingerprint, hashes)
 
     @staticmethod
     def _assign_similar(lines: Sequence[_Line], found: Sequence[_Similar]) -> Iterator[tuple[int, _Similar]]:
