@@ -134,8 +134,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "message": e.get("msg", "")}
+        errors = [  # (an error of the body as a whole, e.g. not JSON, names the body)
+            {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body", "message": e.get("msg", "")}
             for e in exc.errors()
         ]
         first = errors[0] if errors else {"field": "", "message": "invalid request"}
