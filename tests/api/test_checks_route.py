@@ -1,5 +1,6 @@
 """POST /checks on its DirectRoute (api/deps.py): the same contract as a FastAPI-solved route (the
-documented body, problem documents naming the field, the principal's refusals and rate limit)."""
+documented body, problem documents naming the field, the principal's refusals and rate limit), and
+answers byte for byte those of the CheckPublic model."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ from typing import Any
 import pytest
 from fastapi import FastAPI, Response
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 
 from api.deps import DirectRoute, PrincipalDep, RateLimiter, Services, ServicesDep
-from api.schemas import CheckCreate
+from api.routes.core import check_json, check_public
+from api.schemas import CheckCreate, CheckPublic
+from registry.checks import CheckResult, MatchKind, NearDuplicate, NearDuplicateReason, Parties
 from registry.demo import Consortium
+from registry.domain import Status
 from tests.api.conftest import Login
 
 INVOICE = {
@@ -142,3 +148,43 @@ def test_a_direct_route_serves_only_the_body_services_principal_signature() -> N
     for endpoint in (sync, swapped, extra, no_model):
         with pytest.raises(TypeError, match="DirectRoute serves"):
             app.router.add_api_route("/x", endpoint, methods=["POST"], route_class_override=DirectRoute)
+
+
+NEAR = st.builds(
+    lambda reason, rid, line: NearDuplicate(reason, reason.risk, receivable_id=rid, batch_line=line),
+    st.sampled_from(NearDuplicateReason),
+    st.none() | st.integers(1, 2**63 - 1),
+    st.none() | st.integers(0, 10_000),
+)
+PARTIES = st.builds(
+    Parties,
+    creditor=st.integers(1, 2**24 - 1),
+    debtor=st.integers(1, 2**24 - 1),
+    holder=st.integers(1, 2**24 - 1),
+    currency=st.sampled_from(["CNY", "JPY", "KWD"]),
+    face_value=st.integers(1, 2**63 - 1),
+    paid=st.integers(0, 2**63 - 1),
+    due_date=st.integers(1, 2**32 - 1),
+)
+RESULTS = st.builds(
+    CheckResult,
+    registered=st.booleans(),
+    status=st.sampled_from(Status),
+    financed=st.booleans(),
+    receivable_id=st.none() | st.integers(1, 2**63 - 1),
+    match=st.none() | st.sampled_from(MatchKind),
+    parties=st.none() | PARTIES,
+    near_duplicates=st.lists(NEAR, max_size=4).map(tuple),
+    duplicate_of_line=st.none() | st.integers(0, 10_000),
+    as_of_block=st.integers(0, 2**63 - 1),
+    as_of_block_hash=st.text(alphabet="0123456789abcdefx", max_size=66),
+    as_of_timestamp=st.integers(0, 2**32 - 1),
+    staleness_seconds=st.floats(min_value=0, max_value=1e9) | st.sampled_from([0.0, 1e-7, 0.0005, 123456.7895]),
+)
+
+
+@given(RESULTS)
+def test_a_check_answer_is_the_json_of_its_check_public_model(result: CheckResult) -> None:
+    answer = check_json(result)
+    assert answer == check_public(result).model_dump_json().encode()
+    assert CheckPublic.model_validate_json(answer) == check_public(result)
