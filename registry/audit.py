@@ -46,7 +46,7 @@ from registry.chain.deployment import Deployment, check_deployment
 from registry.chain.rpc import RpcError
 from registry.domain import PARTY_ROLES, ROLE_NAMES, ClaimStatus, EntityStatus, KeyStatus, Status
 from registry.errors import ConfigurationError, RegistryError
-from registry.indexer.indexer import LogFetcher
+from registry.indexer.reader import LogFetcher
 from registry.ledger import GENESIS_HEAD, LedgerState, replay
 from registry.settings import Settings
 from registry.store.db import make_engine

@@ -36,6 +36,7 @@ class Rpc:
 
     def __init__(self, url: str, timeout: float = 60.0, retries: int = 0, retry_delay: float = 0.25) -> None:
         self.url = url
+        self.timeout = timeout
         self.retries = retries
         self.retry_delay = retry_delay
         self._ids = itertools.count(1)

@@ -26,21 +26,40 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select
 
-from registry.chain.abi import ContractAbi
 from registry.chain.client import ChainClient
-from registry.chain.compiler import artifact
 from registry.chain.deployment import Deployment
 from registry.chain.rpc import NodeUnavailable, RpcError
-from registry.errors import ChainError, RegistryError
-from registry.indexer.projector import Batch, LedgerPosition, ledger_as_of, rollback_to, write_cursor
+from registry.errors import ChainError
+from registry.indexer.projector import Batch, ledger_as_of, rollback_to, write_cursor
+from registry.indexer.reader import (
+    IndexerError,
+    LedgerPosition,
+    LogFetcher,
+    Read,
+    Reader,
+    ReaderConfig,
+    ReaderProcess,
+    Retry,
+    StateUnavailable,
+    _is_rate_limit,
+)
 from registry.store.db import WriterLock, migrate
 from registry.store.models import BlockHeader, Cursor, table_of
 
+__all__ = [
+    "ChainReset",
+    "CursorState",
+    "Indexer",
+    "IndexerConfig",
+    "IndexerError",
+    "LedgerMismatch",
+    "LogFetcher",
+    "ReorgBeyondFinality",
+    "Retry",
+    "StateUnavailable",
+]
+
 log = logging.getLogger("registry.indexer")
-
-
-class IndexerError(RegistryError):
-    """Raised when the indexer must stop rather than guess."""
 
 
 class ReorgBeyondFinality(IndexerError):
@@ -55,14 +74,6 @@ class LedgerMismatch(IndexerError):
     """Raised when the mirror's ledger hash differs from the contract's at the same block."""
 
 
-class StateUnavailable(IndexerError):
-    """The node has a block but not its state (pruned): the ledger check cannot run there."""
-
-
-class Retry(Exception):
-    """The chain moved under a batch (a reorg between two reads): fetch the range again."""
-
-
 @dataclass
 class IndexerConfig:
     finality_depth: int = 64
@@ -70,8 +81,10 @@ class IndexerConfig:
     poll_interval: float = 0.1
     initial_log_range: int = 100
     """First ``eth_getLogs`` span, in blocks: a blind guess, since the whole batch is held in memory (about
-    5 kB a log); the fetcher then grows or shrinks it towards ``LogFetcher.TARGET_LOGS`` logs a request."""
+    5 kB a log); the fetcher then grows or shrinks it towards ``target_logs`` logs a request."""
     max_log_range: int = 50_000
+    target_logs: int = LogFetcher.TARGET_LOGS
+    """Logs per request, and so per batch, the fetcher aims at."""
     verify_ledger: bool = True
     max_backoff: float = 5.0
     """Longest wait between two attempts while the node is unreachable or rate-limiting."""
@@ -83,21 +96,11 @@ class IndexerConfig:
     """While a batch is written, read the next range (logs, headers, the contract's ledger) on a second
     thread: the node's work and the database's overlap. What was read ahead is checked exactly as a
     foreground read is (pinned end block, header chain onto the cursor), and discarded if the cursor moved."""
-
-
-@dataclass
-class _Read:
-    """One range as read from the node, not yet checked against the cursor."""
-
-    start: int
-    end: int
-    pin: dict[str, Any]
-    logs: list[dict[str, Any]]
-    last: int
-    headers: dict[int, dict[str, Any]]
-    events: list[Any]
-    ledger: tuple[bytes, int] | None
-    """The contract's ``ledger()`` at the range's last block, when read ahead."""
+    read_process_from: int | None = 5_000
+    """Read ahead in a separate process (:class:`~registry.indexer.reader.ReaderProcess`) from the first
+    batch of at least this many events on (a backfill): decoding and folding then run beside the writes
+    instead of taking turns with them for the interpreter lock. None: always on a thread. Live batches
+    are small and stay on the thread, where the hand-over costs nothing."""
 
 
 @dataclass(frozen=True)
@@ -105,84 +108,6 @@ class CursorState:
     block_number: int
     block_hash: str
     ledger: LedgerPosition
-
-
-class LogFetcher:
-    """``eth_getLogs`` over adaptive block ranges: grows on success, halves on a too-many-results or
-    range-limit error (and on a timed-out request), backs off on rate limits and outages.
-
-    A refused range caps the growth just below it, and the span then grows halfway to the cap (a binary
-    search for the node's limit, instead of a refusal every other request); the cap is lifted after
-    ``PROBE_EVERY`` answered requests, since how many logs a range holds changes along the chain."""
-
-    PROBE_EVERY = 64
-    TARGET_LOGS = 50_000
-    """Logs per request (and so per batch) the span aims at: grown while under half of it, shrunk in
-    proportion above it. Enough to spread a batch's fixed costs (a transaction and its commit, the
-    ledger check, headers, reloading the rows the batch changes), bounded because the whole batch is in
-    memory at once (about 5 kB a log: JSON, decoded event, rows)."""
-
-    def __init__(self, chain: ChainClient, address: str, initial: int, maximum: int) -> None:
-        self.chain = chain
-        self.address = address
-        self.span = max(1, min(initial, maximum))
-        self.maximum = maximum
-        self.ceiling: int | None = None  # the largest span not known to be refused
-        self.max_backoff = 5.0
-        self.give_up_after = 10.0  # seconds of back-to-back rate limits or outage before re-raising
-        self._answered = 0
-
-    def _shrink(self, refused: int) -> None:
-        self.span = max(1, refused // 2)
-        self.ceiling = max(1, refused - 1)
-        self._answered = 0
-
-    def fetch(self, start: int, end: int) -> tuple[list[dict[str, Any]], int]:
-        """Logs of [start, last] for some start <= last <= end; returns (logs, last)."""
-        backoff = 0.05
-        waited = 0.0
-        while True:
-            last = min(end, start + self.span - 1)
-            try:
-                logs = self.chain.get_logs(self.address, start, last)
-            except RpcError as exc:
-                if _is_rate_limit(exc) and waited < self.give_up_after:
-                    time.sleep(backoff)
-                    waited += backoff
-                    backoff = min(self.max_backoff, backoff * 2)
-                    continue
-                if _is_missing_block(exc):
-                    raise  # the chain shrank under the read: the caller retries, the span stays
-                if _is_too_large(exc) and not _is_rate_limit(exc) and last > start:
-                    self._shrink(last - start + 1)
-                    continue
-                raise
-            except NodeUnavailable as exc:
-                if "timed out" in str(exc).lower() and last > start:
-                    self._shrink(last - start + 1)  # perhaps more than the node can answer in time: ask less
-                if waited >= self.give_up_after:
-                    raise
-                time.sleep(backoff)
-                waited += backoff
-                backoff = min(self.max_backoff, backoff * 2)
-                continue
-            self._answered += 1
-            if self.ceiling is not None and self._answered >= self.PROBE_EVERY:
-                self.ceiling = None
-            if len(logs) > self.TARGET_LOGS and last > start:
-                # A dense stretch: aim the next request at about TARGET_LOGS logs (one batch's memory).
-                self.span = max(1, (last - start + 1) * self.TARGET_LOGS // len(logs))
-            elif last - start + 1 >= self.span and len(logs) < self.TARGET_LOGS // 2:
-                if self.ceiling is None:
-                    self.span = min(self.maximum, self.span * 2)
-                else:  # halfway to the smallest refused span: a binary search for the node's limit
-                    self.span = min(self.maximum, max(self.span, (self.span + self.ceiling + 1) // 2))
-            return logs, last
-
-
-def _is_rate_limit(exc: RpcError) -> bool:
-    text = exc.message.lower()
-    return exc.code in (429, -32005, -32029) and ("rate" in text or "limit exceeded" in text or exc.code == 429)
 
 
 # Delays before re-reading a ledger() that disagrees with the mirror (see Indexer._verify_ledger).
@@ -198,30 +123,6 @@ def _is_transient(exc: ChainError) -> bool:
     if isinstance(exc, RpcError):
         return exc.code != -32601 and (_is_rate_limit(exc) or any(s in exc.message.lower() for s in _TRANSIENT))
     return False
-
-
-def _is_missing_block(exc: RpcError) -> bool:
-    """The block a call was pinned to is unknown (reorganised away, or the chain shrank under the read):
-    Anvil says "Resource not found" (-32001) or "BlockOutOfRangeError", geth "header not found", others
-    "unknown block"."""
-    text = exc.message.lower()
-    return exc.code != -32601 and (
-        exc.code == -32001 or "not found" in text or "unknown block" in text or "blockoutofrange" in text
-    )
-
-
-def _is_missing_state(exc: RpcError) -> bool:
-    """The block is known but its state is not (geth "missing trie node", Besu "world state not available",
-    Erigon/Reth "pruned", Anvil "state ... not available")."""
-    text = exc.message.lower()
-    return "missing trie node" in text or "pruned" in text or ("state" in text and "not available" in text)
-
-
-def _is_too_large(exc: RpcError) -> bool:
-    text = exc.message.lower()
-    return any(
-        s in text for s in ("too many", "more than", "range", "limit", "response size", "timeout", "exceed")
-    ) or exc.code in (-32005, -32602)
 
 
 class Indexer:
@@ -240,17 +141,27 @@ class Indexer:
         self.deployment = deployment
         self.engine = engine
         self.config = config or IndexerConfig()
-        self.abi = ContractAbi(artifact("ReceivableRegistry").abi)
-        self.fetcher = LogFetcher(chain, deployment.registry, self.config.initial_log_range, self.config.max_log_range)
-        self.fetcher.max_backoff = self.config.max_backoff
+        self._reader_config = ReaderConfig(
+            address=deployment.registry,
+            initial_log_range=self.config.initial_log_range,
+            max_log_range=self.config.max_log_range,
+            target_logs=self.config.target_logs,
+            header_window=self.config.header_window,
+            max_backoff=self.config.max_backoff,
+            verify_ledger=self.config.verify_ledger,
+        )
+        self.reader = Reader(chain, self._reader_config)
+        self.fetcher = self.reader.fetcher
         self.lock = WriterLock(engine)
         self.on_batch = on_batch
         self._stop = threading.Event()
         self._started = False
         self._target: int | None = None  # index no further than this block (None: the chain's head)
         self._caught_up = False  # whether the last step found the cursor at the head (or target)
-        self._ahead: Future[_Read] | None = None  # the next range, being read while a batch is written
+        self._ahead: Future[Any] | None = None  # the next range, being read while a batch is written
         self._reader: ThreadPoolExecutor | None = None
+        self._process: ReaderProcess | None = None
+        self._process_usable = True
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -271,6 +182,9 @@ class Indexer:
         if self._reader is not None:
             self._reader.shutdown(wait=True)
             self._reader = None
+        if self._process is not None:
+            self._process.close()
+            self._process = None
         self.lock.release()
         self._started = False
 
@@ -382,7 +296,7 @@ class Indexer:
     def _step(self) -> int:
         self._caught_up = False
         cursor = self.cursor()
-        head = self._header("latest")
+        head = self.reader.header("latest")
         tip = int(head["number"], 16)
         if cursor.block_hash:
             if cursor.block_number > tip:
@@ -390,7 +304,7 @@ class Indexer:
                 self._handle_reorg(cursor)
                 cursor = self.cursor()
             else:
-                at_cursor = head if cursor.block_number == tip else self._header(cursor.block_number)
+                at_cursor = head if cursor.block_number == tip else self.reader.header(cursor.block_number)
                 if at_cursor["hash"] != cursor.block_hash:
                     self._handle_reorg(cursor)
                     cursor = self.cursor()
@@ -399,30 +313,23 @@ class Indexer:
             self._caught_up = True
             return 0
         start = cursor.block_number + 1
-        read = self._take_read_ahead(start, end)
+        read = self._take_read_ahead(start, end, cursor.ledger)
         if read is None:
             # The block that bounds this read, pinned by hash before the logs are fetched: if it still has
             # this hash afterwards, the logs and the headers below come from the same fork. (Without the
             # pin, a reorg between the two reads that only replaced blocks without registry logs would go
             # unnoticed, and the new blocks' logs would be skipped for good.)
-            read = self._read(start, end, head if end == tip else None, ahead=False)
-        logs, last, headers, events = read.logs, read.last, read.headers, read.events
-        if headers[read.end]["hash"] != read.pin["hash"]:
-            raise Retry  # the chain changed while the logs were read
+            read = self._read(start, end, head if end == tip else None, cursor.ledger)
+        last, headers, prepared = read.last, read.headers, read.prepared
         if cursor.block_hash and headers[start]["parentHash"] != cursor.block_hash:
             raise Retry  # reorg between the cursor check and now; detected on the next attempt
-        for entry in logs:
-            if headers[int(entry["blockNumber"], 16)]["hash"] != entry["blockHash"]:
-                raise Retry
         if last < end and self.config.prefetch and not self._stop.is_set():
-            if self._reader is None:
-                self._reader = ThreadPoolExecutor(1, thread_name_prefix="indexer-read-ahead")
-            self._ahead = self._reader.submit(self._read, last + 1, end, None, True)
+            self._read_ahead(last + 1, end, prepared.end, len(prepared))
         end_header = headers[last]
         with self.engine.begin() as conn:
             batch = Batch(conn, cursor.ledger)
-            ledger = batch.apply(events)
-            if self.config.verify_ledger and events:
+            ledger = batch.apply(prepared)
+            if self.config.verify_ledger and prepared.events:
                 self._verify_ledger(ledger, end_header["hash"], read.ledger)
             batch.flush()
             self._store_headers(conn, headers, last)
@@ -442,102 +349,49 @@ class Indexer:
             )
         self._caught_up = last >= end
         if self.on_batch is not None:
-            self.on_batch(last, len(events))
+            self.on_batch(last, len(prepared))
         return last - cursor.block_number
 
-    def _read(self, start: int, end: int, pin: dict[str, Any] | None, ahead: bool) -> _Read:
-        """Logs of [start, last <= end], their headers and events; read ahead, also the contract's ledger
-        at ``last`` (by block hash). Checks nothing against the cursor: the caller does."""
-        pin = pin if pin is not None else self._header(end)
-        try:
-            logs, last = self.fetcher.fetch(start, end)
-        except RpcError as exc:
-            if _is_missing_block(exc):
-                raise Retry from exc  # the chain shrank while we read it: look again
-            raise
-        headers = self._headers_for(start, last, end, logs)
-        events = [e for e in (self.abi.decode_log(entry) for entry in logs) if e is not None]
-        ledger = (
-            self._contract_ledger(headers[last]["hash"]) if ahead and events and self.config.verify_ledger else None
-        )
-        return _Read(start, end, pin, logs, last, headers, events, ledger)
+    def _read(self, start: int, end: int, pin: dict[str, Any] | None, ledger: LedgerPosition) -> Read:
+        """The range read on this thread (see :meth:`Reader.read`)."""
+        return self.reader.read(start, end, pin, ledger, ahead=False)
 
-    def _take_read_ahead(self, start: int, end: int) -> _Read | None:
-        """What the read-ahead thread read, if it starts at ``start`` and ends within ``end``; else None
-        (a failed read-ahead is read again in the foreground, with the foreground's error handling)."""
+    def _read_ahead(self, start: int, end: int, ledger: LedgerPosition, events: int) -> None:
+        """Starts reading [start, end] from ``ledger`` on while the current batch is written: in the reader
+        process once ranges are big enough to pay for the hand-over (a backfill), else on a thread."""
+        threshold = self.config.read_process_from
+        try:
+            if self._process is None and self._process_usable and threshold is not None and events >= threshold:
+                self._process = ReaderProcess(self.chain.rpc.url, self.chain.rpc.timeout, self._reader_config)
+            if self._process is not None:
+                self._ahead = self._process.submit(start, end, ledger)
+                return
+        except OSError as exc:  # no process, or it is gone: read ahead on a thread from now on
+            log.warning("the reader process is unavailable (%s); reading ahead on a thread", exc)
+            if self._process is not None:
+                self._process.close()
+            self._process = None
+            self._process_usable = False
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(1, thread_name_prefix="indexer-read-ahead")
+        self._ahead = self._reader.submit(self.reader.read, start, end, None, ledger, True)
+
+    def _take_read_ahead(self, start: int, end: int, ledger: LedgerPosition) -> Read | None:
+        """What was read ahead, if it starts at ``start`` from ``ledger`` and ends within ``end``; else
+        None (a failed read-ahead is read again in the foreground, with the foreground's error handling)."""
         ahead, self._ahead = self._ahead, None
         if ahead is None:
             return None
-        try:
-            read = ahead.result()
-        except Exception:  # any failure: read again in the foreground
+        read = ReaderProcess.result(ahead)
+        if read is None:
             return None
-        return read if read.start == start and read.end <= end else None
+        return read if read.start == start and read.end <= end and read.prepared.start == ledger else None
 
     def _drop_read_ahead(self) -> None:
         ahead, self._ahead = self._ahead, None
         if ahead is not None and not ahead.cancel():
             with suppress(Exception):  # discarded anyway
                 ahead.result()
-
-    def _contract_ledger(self, block_hash: str) -> tuple[bytes, int]:
-        data = "0x" + self.abi.encode_call("ledger", ()).hex()
-        try:
-            result = self.chain.rpc.call(
-                "eth_call", [{"to": self.deployment.registry, "data": data}, {"blockHash": block_hash}]
-            )
-        except RpcError as exc:
-            if _is_missing_block(exc) or _is_missing_state(exc):
-                if self.chain.rpc.call("eth_getBlockByHash", [block_hash, False]) is None:
-                    raise Retry from exc  # the block is gone (reorg): retry the range
-                raise StateUnavailable(
-                    f"the node has the block {block_hash} but cannot run ledger() at it ({exc.message}): it keeps "
-                    "no state that old (a pruned node?). Every batch's ledger hash is checked against the "
-                    "contract at the batch's last block: index from an archive node, or from one that keeps "
-                    "the state of recent blocks and start the mirror within that window."
-                ) from exc
-            raise
-        head, count = self.abi.decode_output("ledger", bytes.fromhex(result[2:]))
-        return bytes(head), int(count)
-
-    def _header(self, block: int | str) -> dict[str, Any]:
-        """One block header; :class:`Retry` if the block is not (or no longer) there."""
-        answer = self.chain.rpc.call("eth_getBlockByNumber", [hex(block) if isinstance(block, int) else block, False])
-        if answer is None:
-            raise Retry
-        return dict(answer)
-
-    def _hashes(self, numbers: list[int]) -> dict[int, str | None]:
-        answers = self.chain.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
-        out: dict[int, str | None] = {}
-        for n, answer in zip(numbers, answers, strict=True):
-            if isinstance(answer, Exception):
-                raise answer
-            out[n] = answer["hash"] if answer else None
-        return out
-
-    def _headers_for(self, start: int, last: int, tip: int, logs: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-        """Headers of: the first and last block of the range, blocks with logs, every block of the range
-        that lies within the reorg window of the tip (dense there, sparse further back), and the tip."""
-        numbers = {start, last, tip} | {int(entry["blockNumber"], 16) for entry in logs}
-        dense_from = max(start, tip - self.config.header_window + 1)
-        numbers.update(range(dense_from, last + 1))
-        ordered = sorted(numbers)
-        headers: dict[int, dict[str, Any]] = {}
-        for i in range(0, len(ordered), 500):
-            chunk = ordered[i : i + 500]
-            answers = self.chain.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in chunk])
-            for n, answer in zip(chunk, answers, strict=True):
-                if isinstance(answer, Exception):
-                    raise answer
-                if answer is None:
-                    raise Retry  # the block vanished (rollback under us)
-                headers[n] = answer
-        # Consecutive headers must chain; a break means the chain changed while we read it.
-        for n in ordered:
-            if n - 1 in headers and headers[n]["parentHash"] != headers[n - 1]["hash"]:
-                raise Retry
-        return headers
 
     def _store_headers(self, conn: Any, headers: dict[int, dict[str, Any]], last: int) -> None:
         table = table_of(BlockHeader)
@@ -567,7 +421,7 @@ class Indexer:
             return
         head, count = b"", -1
         for delay in (*_LEDGER_REREADS, None):
-            head, count = self._contract_ledger(block_hash)
+            head, count = self.reader.contract_ledger(block_hash)
             if head == ledger.head and count == ledger.count:
                 return
             if delay is not None:
@@ -589,7 +443,7 @@ class Indexer:
                 .where(BlockHeader.number <= cursor.block_number)
                 .order_by(BlockHeader.number.desc())
             ).all()
-        chain = self._hashes([n for n, _ in stored]) if stored else {}
+        chain = self.reader.hashes([n for n, _ in stored]) if stored else {}
         ancestor: int | None = None
         for number, stored_hash in stored:
             if chain.get(number) == stored_hash:

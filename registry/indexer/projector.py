@@ -9,7 +9,6 @@ included, in one transaction.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,9 +19,8 @@ from typing import Any
 from sqlalchemy import Executable, Table, bindparam, delete, insert, select, text, update
 from sqlalchemy.engine import Connection
 
-from registry.chain.abi import DecodedEvent
 from registry.domain import ROLE_NAMES, ClaimStatus, DisputeResolution, EntityStatus, KeyStatus, Status
-from registry.ledger import UNFOLDED_EVENTS, fold
+from registry.indexer.reader import RAW_COLUMNS, LedgerPosition, Prepared
 from registry.store.models import (
     APPEND_ONLY_TABLES,
     VERSIONED_TABLES,
@@ -40,38 +38,6 @@ from registry.store.models import (
 
 Row = dict[str, Any]
 _CHUNK = 500
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return "0x" + value.hex()
-    if isinstance(value, (list, tuple)):
-        return [_json_value(v) for v in value]
-    return value
-
-
-_JSON_KEYS: dict[str, str] = {}  # '"name":' of every argument name seen (the ABI's, so a few dozen)
-
-
-def _args_json(args: Row) -> str:
-    """``json.dumps({k: _json_value(v)}, separators=(",", ":"))``, character for character, written
-    directly when every value is an int, a bool or bytes (every static event: one per stored log, so
-    the hot path); through ``json.dumps`` otherwise (strings, arrays)."""
-    parts = []
-    for name, value in args.items():
-        prefix = _JSON_KEYS.get(name)
-        if prefix is None:
-            prefix = _JSON_KEYS[name] = json.dumps(name) + ":"
-        kind = type(value)
-        if kind is int:
-            parts.append(prefix + int.__repr__(value))
-        elif kind is bytes:
-            parts.append(f'{prefix}"0x{value.hex()}"')
-        elif kind is bool:
-            parts.append(prefix + ("true" if value else "false"))
-        else:
-            return json.dumps({k: _json_value(v) for k, v in args.items()}, separators=(",", ":"))
-    return "{" + ",".join(parts) + "}"
 
 
 _SQLITE_CACHE_KIB = 65_536
@@ -250,15 +216,6 @@ class _Versioned:
             writer.insert(self.table, columns, list(map(itemgetter(*columns), self.new_rows)))
 
 
-@dataclass(frozen=True)
-class LedgerPosition:
-    head: bytes
-    count: int
-
-
-_RAW_COLUMNS = ("block_number", "log_index", "block_hash", "tx_hash", "name", "seq", "ledger_head", "args")
-
-
 class Batch:
     """One block range's worth of events, projected onto the store."""
 
@@ -269,52 +226,35 @@ class Batch:
         self.participants = _Versioned(table_of(Participant), "entity_id")
         self.keys = _Versioned(table_of(ParticipantKey), "address")
         self.claims = _Versioned(table_of(PaymentClaimRow), "claim_id")
-        self.raw: list[tuple[Any, ...]] = []  # raw_events rows, _RAW_COLUMNS in order
+        self.raw: list[tuple[Any, ...]] = []  # raw_events rows, RAW_COLUMNS in order
         self.assignments: list[Row] = []
         self.payments: list[Row] = []
         self.rejections: list[Row] = []
 
     # ------------------------------------------------------------------ apply
 
-    def apply(self, events: Sequence[DecodedEvent]) -> LedgerPosition:
-        self._preload(events)
-        head, count = self.ledger.head, self.ledger.count
-        raw = self.raw.append
+    def apply(self, prepared: Prepared) -> LedgerPosition:
+        """Applies a range's prepared events (folded onto this batch's ledger position) in chain order."""
+        if prepared.start != self.ledger:
+            raise ValueError(f"events folded onto {prepared.start}, but the batch starts at {self.ledger}")
+        self._preload(prepared.events)
         handlers = _HANDLERS
-        for e in events:
-            name = e.name
-            if name in UNFOLDED_EVENTS:
-                seq = stored_head = None
-            else:
-                count += 1
-                head = fold(head, count, e.topic0, e.payload)
-                seq, stored_head = count, head
-            args = e.args
+        for name, block, log_index, args in prepared.events:
             handler = handlers.get(name)
             if handler is not None:
-                handler(self, e, args, e.block_number)
-            raw(
-                (
-                    e.block_number,
-                    e.log_index,
-                    e.block_hash,
-                    e.transaction_hash,
-                    name,
-                    seq,
-                    stored_head,
-                    _args_json(args),
-                )
-            )
-        self.ledger = LedgerPosition(head, count)
+                handler(self, args, block, log_index)
+        self.raw.extend(prepared.raw)
+        self.ledger = prepared.end
         return self.ledger
 
-    def _preload(self, events: Sequence[DecodedEvent]) -> None:
+    def _preload(self, events: Sequence[tuple[str, int, int, dict[str, Any]]]) -> None:
         """Loads, in one query per table, the current rows that events of this batch change."""
         touched: dict[str, set[Any]] = {"id": set(), "entityId": set(), "key": set(), "claimId": set()}
-        for e in events:
-            for arg in _CHANGES.get(e.name, ()):
-                if e.args[arg]:
-                    touched[arg].add(e.args[arg])
+        changes = _CHANGES
+        for name, _, _, args in events:
+            for arg in changes.get(name, ()):
+                if args[arg]:
+                    touched[arg].add(args[arg])
         self.receivables.load(self.conn, touched["id"])
         self.participants.load(self.conn, touched["entityId"])
         self.keys.load(self.conn, touched["key"])
@@ -326,7 +266,7 @@ class Batch:
         writer = _Writer(self.conn)
         for versioned in (self.receivables, self.participants, self.keys, self.claims):
             versioned.flush(self.conn, writer)
-        writer.insert(table_of(RawEvent), _RAW_COLUMNS, self.raw)
+        writer.insert(table_of(RawEvent), RAW_COLUMNS, self.raw)
         for table, rows in (
             (table_of(Assignment), self.assignments),
             (table_of(Payment), self.payments),
@@ -340,7 +280,7 @@ class Batch:
 # ---------------------------------------------------------------------- event handlers
 
 
-def _registered(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+def _registered(b: Batch, a: dict[str, Any], block: int, log_index: int) -> None:
     b.receivables.add(
         {
             "creditor": a["creditor"],
@@ -368,26 +308,26 @@ def _registered(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> Non
 
 
 def _status(status: Status) -> Any:
-    def handler(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+    def handler(b: Batch, a: dict[str, Any], block: int, log_index: int) -> None:
         b.receivables.change(a["id"], block, status=int(status))
 
     return handler
 
 
-def _dispute_resolved(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+def _dispute_resolved(b: Batch, a: dict[str, Any], block: int, log_index: int) -> None:
     # Upheld is followed by ReceivableCancelled in the same transaction; Withdrawn reopens.
     if a["resolution"] == DisputeResolution.WITHDRAWN:
         b.receivables.change(a["id"], block, status=int(Status.REGISTERED))
 
 
-def _assigned(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+def _assigned(b: Batch, a: dict[str, Any], block: int, log_index: int) -> None:
     row = b.receivables.get(a["id"])
     status = Status.ASSIGNED if row["status"] == Status.CONFIRMED else Status(row["status"])
     b.receivables.change(a["id"], block, holder=a["to"], recourse=a["recourse"], status=int(status))
     b.assignments.append(
         {
             "block_number": block,
-            "log_index": e.log_index,
+            "log_index": log_index,
             "receivable_id": a["id"],
             "from_entity": a["from"],
             "to_entity": a["to"],
@@ -398,7 +338,7 @@ def _assigned(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
     )
 
 
-def _split(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+def _split(b: Batch, a: dict[str, Any], block: int, log_index: int) -> None:
     parent = b.receivables.get(a["id"])
     part_status = Status.CONFIRMED if parent["holder"] == parent["creditor"] else Status.ASSIGNED
     for part_id, amount in zip(a["partIds"], a["amounts"], strict=True):
@@ -423,7 +363,7 @@ def _split(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
     b.receivables.change(a["id"], block, status=int(Status.SPLIT))
 
 
-def _payment_reported(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+def _payment_reported(b: Batch, a: dict[str, Any], block: int, log_index: int) -> None:
     b.claims.create(
         a["claimId"],
         block,
@@ -437,18 +377,18 @@ def _payment_reported(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) 
     )
 
 
-def _payment_rejected(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+def _payment_rejected(b: Batch, a: dict[str, Any], block: int, log_index: int) -> None:
     b.claims.change(a["claimId"], block, status=int(ClaimStatus.REJECTED))
 
 
-def _payment_recorded(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+def _payment_recorded(b: Batch, a: dict[str, Any], block: int, log_index: int) -> None:
     b.receivables.change(a["id"], block, paid=a["paidTotal"], status=a["status"])
     if a["claimId"]:
         b.claims.change(a["claimId"], block, status=int(ClaimStatus.ACKNOWLEDGED))
     b.payments.append(
         {
             "block_number": block,
-            "log_index": e.log_index,
+            "log_index": log_index,
             "receivable_id": a["id"],
             "payee": a["payee"],
             "claim_id": a["claimId"],
@@ -459,19 +399,19 @@ def _payment_recorded(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) 
     )
 
 
-def _bought_back(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+def _bought_back(b: Batch, a: dict[str, Any], block: int, log_index: int) -> None:
     row = b.receivables.get(a["id"])
     status = Status.CONFIRMED if row["paid"] == 0 else Status.PARTIALLY_PAID
     b.receivables.change(a["id"], block, holder=a["creditor"], recourse=False, status=int(status))
 
 
-def _rejected(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+def _rejected(b: Batch, a: dict[str, Any], block: int, log_index: int) -> None:
     from registry.chain.reverts import decode_revert
 
     b.rejections.append(
         {
             "block_number": block,
-            "log_index": e.log_index,
+            "log_index": log_index,
             "creditor": a["creditor"],
             "line": a["line"],
             "reason": str(decode_revert(a["reason"])),
@@ -479,7 +419,7 @@ def _rejected(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
     )
 
 
-def _admitted(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+def _admitted(b: Batch, a: dict[str, Any], block: int, log_index: int) -> None:
     b.participants.create(
         a["entityId"],
         block,
@@ -497,28 +437,28 @@ def _roles_with(roles: str, role: bytes, present: bool) -> str:
     return ",".join(sorted(names))
 
 
-def _role_granted(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+def _role_granted(b: Batch, a: dict[str, Any], block: int, log_index: int) -> None:
     row = b.participants.get(a["entityId"])
     b.participants.change(a["entityId"], block, roles=_roles_with(row["roles"], a["role"], True))
 
 
-def _role_revoked(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+def _role_revoked(b: Batch, a: dict[str, Any], block: int, log_index: int) -> None:
     row = b.participants.get(a["entityId"])
     b.participants.change(a["entityId"], block, roles=_roles_with(row["roles"], a["role"], False))
 
 
 def _entity_status(status: EntityStatus) -> Any:
-    def handler(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+    def handler(b: Batch, a: dict[str, Any], block: int, log_index: int) -> None:
         b.participants.change(a["entityId"], block, status=int(status))
 
     return handler
 
 
-def _key_added(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+def _key_added(b: Batch, a: dict[str, Any], block: int, log_index: int) -> None:
     b.keys.create(a["key"], block, {"entity_id": a["entityId"], "status": int(KeyStatus.ACTIVE)})
 
 
-def _key_revoked(b: Batch, e: DecodedEvent, a: dict[str, Any], block: int) -> None:
+def _key_revoked(b: Batch, a: dict[str, Any], block: int, log_index: int) -> None:
     b.keys.change(a["key"], block, status=int(KeyStatus.REVOKED))
 
 

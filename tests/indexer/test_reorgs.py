@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
@@ -28,6 +29,7 @@ from registry.chain.deployment import deploy
 from registry.chain.node import LocalNode
 from registry.demo import Member, demo_invoice
 from registry.indexer.indexer import ChainReset, Indexer, IndexerConfig, ReorgBeyondFinality
+from registry.indexer.reader import LedgerPosition, Read
 from registry.invoice import Invoice
 from registry.keys import anvil_account
 from registry.store.db import make_engine
@@ -335,16 +337,28 @@ def test_reorg_between_the_log_read_and_the_header_read_is_not_missed(stack: Sta
     engine.dispose()
 
 
-def test_read_ahead_of_a_range_the_chain_then_replaces_is_rolled_back(stack: Stack, sqlite_url: str) -> None:
-    """The next range is read on a second thread while a batch is written. Here it is read completely,
-    then the chain replaces exactly those blocks (the original registration of an invoice dropped, a
-    rival's in its place): what was read ahead is consistent with the old fork, so it may be committed,
-    and the next step must find the cursor off the chain and roll it back."""
+READ_AHEAD = pytest.mark.parametrize("reader", ["thread", "process"])
+"""Read ahead on a thread, or in the reader process (forced from the first batch on)."""
+
+
+def _process_from(reader: str) -> int | None:
+    return 0 if reader == "process" else None
+
+
+@READ_AHEAD
+def test_read_ahead_of_a_range_the_chain_then_replaces_is_rolled_back(
+    stack: Stack, sqlite_url: str, reader: str
+) -> None:
+    """The next range is read (on a second thread, or in the reader process) while a batch is written.
+    Here it is read completely, then the chain replaces exactly those blocks (the original
+    registration of an invoice dropped, a rival's in its place): what was read ahead is consistent with
+    the old fork, so it may be committed, and the next step must find the cursor off the chain and roll
+    it back."""
     engine = make_engine(sqlite_url)
     tag = f"AHEAD{next(_tags)}"
     key_invoice = invoice(stack, f"{tag}-KEY")
     original, rival = stack.consortium.creditors[0], stack.consortium.creditors[1]
-    config = IndexerConfig(initial_log_range=2, max_log_range=2)
+    config = IndexerConfig(initial_log_range=2, max_log_range=2, read_process_from=_process_from(reader))
     with Indexer(stack.chain, stack.deployment, engine, config) as indexer:
         indexer.sync()
         activity(stack, 2, f"{tag}-pre")
@@ -353,8 +367,8 @@ def test_read_ahead_of_a_range_the_chain_then_replaces_is_rolled_back(stack: Sta
         taken: list[bool] = []
         take = indexer._take_read_ahead
 
-        def spy(start: int, end: int) -> object:
-            read = take(start, end)
+        def spy(start: int, end: int, ledger: LedgerPosition) -> Read | None:
+            read = take(start, end, ledger)
             taken.append(read is not None)
             return read
 
@@ -380,18 +394,45 @@ def test_read_ahead_of_a_range_the_chain_then_replaces_is_rolled_back(stack: Sta
     engine.dispose()
 
 
-def test_read_ahead_gives_the_mirror_a_foreground_read_gives(stack: Stack, sqlite_url: str) -> None:
+@READ_AHEAD
+def test_read_ahead_gives_the_mirror_a_foreground_read_gives(stack: Stack, sqlite_url: str, reader: str) -> None:
     activity(stack, 12, f"AHEADEQ{next(_tags)}")
     ahead, plain = make_engine(sqlite_url), make_engine(sqlite_url.replace(".db", "-plain.db"))
-    small = {"initial_log_range": 3, "max_log_range": 3}
-    with Indexer(stack.chain, stack.deployment, ahead, IndexerConfig(**small)) as indexer:
+    small: dict[str, Any] = {"initial_log_range": 3, "max_log_range": 3}
+    config = IndexerConfig(read_process_from=_process_from(reader), **small)
+    with Indexer(stack.chain, stack.deployment, ahead, config) as indexer:
         indexer.sync()
+        if reader == "process":
+            assert indexer._process is not None, "the reader process was never started"
     with Indexer(stack.chain, stack.deployment, plain, IndexerConfig(prefetch=False, **small)) as indexer:
         indexer.sync()
     assert table_rows(ahead) == table_rows(plain)
     check_mirror(ahead, stack.chain, stack.deployment)
     ahead.dispose()
     plain.dispose()
+
+
+def test_a_reader_process_killed_mid_backfill_costs_only_a_foreground_read(stack: Stack, sqlite_url: str) -> None:
+    """The reader process is killed (-9) while it reads ahead: that range is read again on the indexer's
+    thread, read-ahead goes on on a thread, and the mirror is what a plain index gives."""
+    activity(stack, 10, f"AHEADKILL{next(_tags)}")
+    engine = make_engine(sqlite_url)
+    config = IndexerConfig(initial_log_range=3, max_log_range=3, read_process_from=0)
+    killed: list[int] = []
+    with Indexer(stack.chain, stack.deployment, engine, config) as indexer:
+
+        def on_batch(last: int, events: int) -> None:
+            process = indexer._process
+            if not killed and process is not None:
+                process._child.kill()
+                killed.append(process._child.wait())
+
+        indexer.on_batch = on_batch
+        indexer.sync()
+        assert killed == [-9]
+        assert indexer._process is None and indexer._reader is not None  # on a thread from then on
+    check_mirror(engine, stack.chain, stack.deployment)
+    engine.dispose()
 
 
 # ---------------------------------------------------------------------------------------- chain reset

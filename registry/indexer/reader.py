@@ -1,0 +1,549 @@
+"""The indexer's read side: one block range read from the node and prepared for the store.
+
+A read fetches the range's logs (adaptive ``eth_getLogs`` spans), the headers that bound and cover it,
+decodes the logs, checks that they and the headers come from one fork, and prepares them for the
+store: the ledger hash folded event by event and the ``raw_events`` rows built. All of it is a pure
+function of the node's answers and the ledger position the range starts from, so it runs on the
+indexer's thread, or, for a backfill's read-ahead, in a separate process (:class:`ReaderProcess`): there
+it overlaps the writes for real, instead of taking turns with them for Python's interpreter lock.
+Nothing here touches the database; what is read is checked against the cursor by the indexer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import re
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from registry.chain.abi import ContractAbi, DecodedEvent
+from registry.chain.client import ChainClient
+from registry.chain.compiler import artifact
+from registry.chain.rpc import NodeUnavailable, RpcError
+from registry.errors import RegistryError
+from registry.ledger import UNFOLDED_EVENTS, fold
+
+log = logging.getLogger("registry.indexer")
+
+
+class IndexerError(RegistryError):
+    """Raised when the indexer must stop rather than guess."""
+
+
+class StateUnavailable(IndexerError):
+    """The node has a block but not its state (pruned): the ledger check cannot run there."""
+
+
+class Retry(Exception):
+    """The chain moved under a batch (a reorg between two reads): fetch the range again."""
+
+
+@dataclass(frozen=True)
+class LedgerPosition:
+    head: bytes
+    count: int
+
+
+# ---------------------------------------------------------------------------------------------- fetching
+
+
+class LogFetcher:
+    """``eth_getLogs`` over adaptive block ranges: grows on success, halves on a too-many-results or
+    range-limit error (and on a timed-out request), backs off on rate limits and outages.
+
+    A refused range caps the growth just below it, and the span then grows halfway to the cap (a binary
+    search for the node's limit, instead of a refusal every other request); the cap is lifted after
+    ``PROBE_EVERY`` answered requests, since how many logs a range holds changes along the chain."""
+
+    PROBE_EVERY = 64
+    TARGET_LOGS = 50_000
+    """Logs per request (and so per batch) the span aims at: grown while under half of it, shrunk in
+    proportion above it. Enough to spread a batch's fixed costs (a transaction and its commit, the
+    ledger check, headers, reloading the rows the batch changes), bounded because the whole batch is in
+    memory at once (about 5 kB a log: JSON, decoded event, rows)."""
+
+    def __init__(self, chain: ChainClient, address: str, initial: int, maximum: int, target: int | None = None) -> None:
+        self.chain = chain
+        self.address = address
+        self.span = max(1, min(initial, maximum))
+        self.maximum = maximum
+        self.target = target or self.TARGET_LOGS
+        self.ceiling: int | None = None  # the largest span not known to be refused
+        self.max_backoff = 5.0
+        self.give_up_after = 10.0  # seconds of back-to-back rate limits or outage before re-raising
+        self._answered = 0
+
+    def _shrink(self, refused: int) -> None:
+        self.span = max(1, refused // 2)
+        self.ceiling = max(1, refused - 1)
+        self._answered = 0
+
+    def fetch(self, start: int, end: int) -> tuple[list[dict[str, Any]], int]:
+        """Logs of [start, last] for some start <= last <= end; returns (logs, last)."""
+        backoff = 0.05
+        waited = 0.0
+        while True:
+            last = min(end, start + self.span - 1)
+            try:
+                logs = self.chain.get_logs(self.address, start, last)
+            except RpcError as exc:
+                if _is_rate_limit(exc) and waited < self.give_up_after:
+                    time.sleep(backoff)
+                    waited += backoff
+                    backoff = min(self.max_backoff, backoff * 2)
+                    continue
+                if _is_missing_block(exc):
+                    raise  # the chain shrank under the read: the caller retries, the span stays
+                if _is_too_large(exc) and not _is_rate_limit(exc) and last > start:
+                    self._shrink(last - start + 1)
+                    continue
+                raise
+            except NodeUnavailable as exc:
+                if "timed out" in str(exc).lower() and last > start:
+                    self._shrink(last - start + 1)  # perhaps more than the node can answer in time: ask less
+                if waited >= self.give_up_after:
+                    raise
+                time.sleep(backoff)
+                waited += backoff
+                backoff = min(self.max_backoff, backoff * 2)
+                continue
+            self._answered += 1
+            if self.ceiling is not None and self._answered >= self.PROBE_EVERY:
+                self.ceiling = None
+            if len(logs) > self.target and last > start:
+                # A dense stretch: aim the next request at about ``target`` logs (one batch's memory).
+                self.span = max(1, (last - start + 1) * self.target // len(logs))
+            elif last - start + 1 >= self.span and len(logs) < self.target // 2:
+                if self.ceiling is None:
+                    self.span = min(self.maximum, self.span * 2)
+                else:  # halfway to the smallest refused span: a binary search for the node's limit
+                    self.span = min(self.maximum, max(self.span, (self.span + self.ceiling + 1) // 2))
+            return logs, last
+
+
+def _is_rate_limit(exc: RpcError) -> bool:
+    text = exc.message.lower()
+    return exc.code in (429, -32005, -32029) and ("rate" in text or "limit exceeded" in text or exc.code == 429)
+
+
+def _is_missing_block(exc: RpcError) -> bool:
+    """The block a call was pinned to is unknown (reorganised away, or the chain shrank under the read):
+    Anvil says "Resource not found" (-32001) or "BlockOutOfRangeError", geth "header not found", others
+    "unknown block"."""
+    text = exc.message.lower()
+    return exc.code != -32601 and (
+        exc.code == -32001 or "not found" in text or "unknown block" in text or "blockoutofrange" in text
+    )
+
+
+def _is_missing_state(exc: RpcError) -> bool:
+    """The block is known but its state is not (geth "missing trie node", Besu "world state not available",
+    Erigon/Reth "pruned", Anvil "state ... not available")."""
+    text = exc.message.lower()
+    return "missing trie node" in text or "pruned" in text or ("state" in text and "not available" in text)
+
+
+def _is_too_large(exc: RpcError) -> bool:
+    text = exc.message.lower()
+    return any(
+        s in text for s in ("too many", "more than", "range", "limit", "response size", "timeout", "exceed")
+    ) or exc.code in (-32005, -32602)
+
+
+# ---------------------------------------------------------------------------------------------- preparing
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    return value
+
+
+_JSON_KEYS: dict[str, str] = {}  # '"name":' of every argument name seen (the ABI's, so a few dozen)
+
+
+def args_json(args: dict[str, Any]) -> str:
+    """``json.dumps({k: _json_value(v)}, separators=(",", ":"))``, character for character, written
+    directly when every value is an int, a bool or bytes (every static event: one per stored log, so
+    the hot path); through ``json.dumps`` otherwise (strings, arrays)."""
+    parts = []
+    for name, value in args.items():
+        prefix = _JSON_KEYS.get(name)
+        if prefix is None:
+            prefix = _JSON_KEYS[name] = json.dumps(name) + ":"
+        kind = type(value)
+        if kind is int:
+            parts.append(prefix + int.__repr__(value))
+        elif kind is bytes:
+            parts.append(f'{prefix}"0x{value.hex()}"')
+        elif kind is bool:
+            parts.append(prefix + ("true" if value else "false"))
+        else:
+            return json.dumps({k: _json_value(v) for k, v in args.items()}, separators=(",", ":"))
+    return "{" + ",".join(parts) + "}"
+
+
+_STATIC_JSON = re.compile(r"^(uint\d*|int\d*|bool|address|bytes([1-9]|[12]\d|3[012]))$")
+
+
+def json_writers(abi: ContractAbi) -> dict[str, Callable[[dict[str, Any]], str]]:
+    """Per event of static elementary fields, a function writing :func:`args_json`'s text with one
+    format operation (compiled once per event type: the raw log's JSON is built for every stored event).
+    Other events (strings, arrays) go through :func:`args_json`."""
+    writers: dict[str, Callable[[dict[str, Any]], str]] = {}
+    for item in abi.events.values():
+        types = [p["type"] for p in item["inputs"]]
+        if not all(_STATIC_JSON.match(t) for t in types):
+            continue
+        parts, values = [], []
+        for p, abi_type in zip(item["inputs"], types, strict=True):
+            key = json.dumps(p["name"]).replace("%", "%%") + ":"
+            field = f"a[{p['name']!r}]"
+            if abi_type == "bool":
+                parts.append(key + "%s")
+                values.append(f"('true' if {field} else 'false')")
+            elif abi_type.startswith(("uint", "int")):
+                parts.append(key + "%d")
+                values.append(f"_int_repr({field})")  # an int, or a TypeError (never a bool's "True")
+            elif abi_type == "address":
+                parts.append(key + '"%s"')
+                values.append(f"_str({field})")
+            else:
+                parts.append(key + '"0x%s"')
+                values.append(f"{field}.hex()")
+        template = "{" + ",".join(parts) + "}"
+        namespace: dict[str, Any] = {"_int_repr": _int_only, "_str": _str_only}
+        exec(f"def write(a):\n    return {template!r} % ({', '.join(values)},)\n", namespace)
+        writers[item["name"]] = namespace["write"]
+    return writers
+
+
+def _int_only(value: Any) -> int:
+    if type(value) is not int:
+        raise TypeError(f"an int, not {value!r}")
+    return value
+
+
+def _str_only(value: Any) -> str:
+    if type(value) is not str or '"' in value or "\\" in value or not value.isascii() or not value.isprintable():
+        raise TypeError(f"a plain string, not {value!r}")
+    return value
+
+
+RAW_COLUMNS = ("block_number", "log_index", "block_hash", "tx_hash", "name", "seq", "ledger_head", "args")
+
+
+@dataclass
+class Prepared:
+    """A range's events ready for the store: what does not depend on the database's rows."""
+
+    start: LedgerPosition
+    """The ledger position the events were folded onto (the cursor's, when they are applied)."""
+    end: LedgerPosition
+    raw: list[tuple[Any, ...]]
+    """``raw_events`` rows, :data:`RAW_COLUMNS` in order, in chain order."""
+    events: list[tuple[str, int, int, dict[str, Any]]]
+    """(name, block number, log index, fields) of every event, in chain order, for the projector."""
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+def prepare(
+    events: list[DecodedEvent],
+    start: LedgerPosition,
+    writers: dict[str, Callable[[dict[str, Any]], str]] | None = None,
+) -> Prepared:
+    """Folds ``events`` (in chain order) onto ``start`` and builds their ``raw_events`` rows (``writers``:
+    :func:`json_writers` of the events' ABI, for speed; the text is :func:`args_json`'s either way)."""
+    writers = writers or {}
+    head, count = start.head, start.count
+    raw: list[tuple[Any, ...]] = []
+    compact: list[tuple[str, int, int, dict[str, Any]]] = []
+    add_raw, add_event = raw.append, compact.append
+    for e in events:
+        name, block, args = e.name, e.block_number, e.args
+        if name in UNFOLDED_EVENTS:
+            seq = stored_head = None
+        else:
+            count += 1
+            head = fold(head, count, e.topic0, e.payload)
+            seq, stored_head = count, head
+        writer = writers.get(name)
+        if writer is not None:
+            try:
+                text = writer(args)
+            except (TypeError, KeyError, AttributeError):  # not the ABI's shapes: the generic text
+                text = args_json(args)
+        else:
+            text = args_json(args)
+        add_raw((block, e.log_index, e.block_hash, e.transaction_hash, name, seq, stored_head, text))
+        add_event((name, block, e.log_index, args))
+    return Prepared(start, LedgerPosition(head, count), raw, compact)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+_HEADER_FIELDS = ("number", "hash", "parentHash", "timestamp")
+
+
+@dataclass
+class Read:
+    """One range as read from the node and prepared, not yet checked against the cursor."""
+
+    start: int
+    end: int
+    pin: str
+    """The hash the range's bounding block (``end``) had before the logs were fetched."""
+    last: int
+    headers: dict[int, dict[str, Any]]
+    prepared: Prepared
+    ledger: tuple[bytes, int] | None
+    """The contract's ``ledger()`` at the range's last block, when read ahead."""
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    address: str
+    initial_log_range: int
+    max_log_range: int
+    target_logs: int
+    header_window: int
+    max_backoff: float
+    verify_ledger: bool
+
+
+class Reader:
+    """Reads ranges of one deployment's logs from one node (see the module's docstring)."""
+
+    def __init__(self, chain: ChainClient, config: ReaderConfig) -> None:
+        self.chain = chain
+        self.config = config
+        self.abi = ContractAbi(artifact("ReceivableRegistry").abi)
+        self.fetcher = LogFetcher(
+            chain, config.address, config.initial_log_range, config.max_log_range, config.target_logs
+        )
+        self.fetcher.max_backoff = config.max_backoff
+        self.writers = json_writers(self.abi)
+
+    def read(self, start: int, end: int, pin: dict[str, Any] | None, ledger: LedgerPosition, ahead: bool) -> Read:
+        """Logs of [start, last <= end], their headers, folded onto ``ledger``; read ahead, also the
+        contract's ledger at ``last`` (by block hash). Checks that the logs, the headers and the pinned
+        end block belong together (:class:`Retry` if not), nothing against the cursor: the caller does."""
+        pin = pin if pin is not None else self.header(end)
+        try:
+            logs, last = self.fetcher.fetch(start, end)
+        except RpcError as exc:
+            if _is_missing_block(exc):
+                raise Retry from exc  # the chain shrank while we read it: look again
+            raise
+        headers = self.headers_for(start, last, end, logs)
+        if headers[end]["hash"] != pin["hash"]:
+            raise Retry  # the chain changed while the logs were read
+        for entry in logs:
+            if headers[int(entry["blockNumber"], 16)]["hash"] != entry["blockHash"]:
+                raise Retry
+        decode = self.abi.decode_log
+        events = [e for e in (decode(entry) for entry in logs) if e is not None]
+        prepared = prepare(events, ledger, self.writers)
+        contract = (
+            self.contract_ledger(headers[last]["hash"]) if ahead and events and self.config.verify_ledger else None
+        )
+        return Read(start, end, pin["hash"], last, headers, prepared, contract)
+
+    def contract_ledger(self, block_hash: str) -> tuple[bytes, int]:
+        data = "0x" + self.abi.encode_call("ledger", ()).hex()
+        try:
+            result = self.chain.rpc.call(
+                "eth_call", [{"to": self.config.address, "data": data}, {"blockHash": block_hash}]
+            )
+        except RpcError as exc:
+            if _is_missing_block(exc) or _is_missing_state(exc):
+                if self.chain.rpc.call("eth_getBlockByHash", [block_hash, False]) is None:
+                    raise Retry from exc  # the block is gone (reorg): retry the range
+                raise StateUnavailable(
+                    f"the node has the block {block_hash} but cannot run ledger() at it ({exc.message}): it keeps "
+                    "no state that old (a pruned node?). Every batch's ledger hash is checked against the "
+                    "contract at the batch's last block: index from an archive node, or from one that keeps "
+                    "the state of recent blocks and start the mirror within that window."
+                ) from exc
+            raise
+        head, count = self.abi.decode_output("ledger", bytes.fromhex(result[2:]))
+        return bytes(head), int(count)
+
+    def header(self, block: int | str) -> dict[str, Any]:
+        """One block header; :class:`Retry` if the block is not (or no longer) there."""
+        answer = self.chain.rpc.call("eth_getBlockByNumber", [hex(block) if isinstance(block, int) else block, False])
+        if answer is None:
+            raise Retry
+        return {k: answer[k] for k in _HEADER_FIELDS}
+
+    def hashes(self, numbers: list[int]) -> dict[int, str | None]:
+        answers = self.chain.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
+        out: dict[int, str | None] = {}
+        for n, answer in zip(numbers, answers, strict=True):
+            if isinstance(answer, Exception):
+                raise answer
+            out[n] = answer["hash"] if answer else None
+        return out
+
+    def headers_for(self, start: int, last: int, tip: int, logs: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+        """Headers of: the first and last block of the range, blocks with logs, every block of the range
+        that lies within the reorg window of the tip (dense there, sparse further back), and the tip."""
+        numbers = {start, last, tip} | {int(entry["blockNumber"], 16) for entry in logs}
+        dense_from = max(start, tip - self.config.header_window + 1)
+        numbers.update(range(dense_from, last + 1))
+        ordered = sorted(numbers)
+        headers: dict[int, dict[str, Any]] = {}
+        for i in range(0, len(ordered), 500):
+            chunk = ordered[i : i + 500]
+            answers = self.chain.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in chunk])
+            for n, answer in zip(chunk, answers, strict=True):
+                if isinstance(answer, Exception):
+                    raise answer
+                if answer is None:
+                    raise Retry  # the block vanished (rollback under us)
+                headers[n] = {k: answer[k] for k in _HEADER_FIELDS}
+        # Consecutive headers must chain; a break means the chain changed while we read it.
+        for n in ordered:
+            if n - 1 in headers and headers[n]["parentHash"] != headers[n - 1]["hash"]:
+                raise Retry
+        return headers
+
+
+# ---------------------------------------------------------------------------------------------- the process
+
+
+class _Failed:
+    """A read that raised in the reader process, by description (exceptions need not survive pickling)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.description = f"{type(exc).__name__}: {exc}"
+
+
+_LENGTH = struct.Struct(">Q")
+
+
+def _send(stream: IO[bytes], message: bytes) -> None:
+    stream.write(_LENGTH.pack(len(message)))
+    stream.write(message)
+    stream.flush()
+
+
+def _receive(stream: IO[bytes]) -> bytes:
+    header = stream.read(_LENGTH.size)
+    if len(header) < _LENGTH.size:
+        raise EOFError("the reader process closed its output")
+    (size,) = _LENGTH.unpack(header)
+    message = stream.read(size)
+    if len(message) < size:
+        raise EOFError("the reader process closed its output mid-message")
+    return message
+
+
+class ReaderProcess:
+    """A :class:`Reader` in a child process, for read-ahead: ``python -m registry.indexer.reader``,
+    speaking length-prefixed pickles over its standard input and output, one read at a time.
+
+    A plain child process rather than ``multiprocessing``: nothing of the parent is re-imported in it
+    (the parent may be a script, a test runner or a server with threads), and it ends by itself when
+    its input closes, so a parent killed with -9 leaves no reader behind. The child reads the node
+    only; it never touches the database."""
+
+    def __init__(self, url: str, timeout: float, config: ReaderConfig) -> None:
+        root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", "registry.indexer.reader"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        )
+        assert self._child.stdin is not None and self._child.stdout is not None
+        self._input, self._output = self._child.stdin, self._child.stdout
+        _send(self._input, pickle.dumps((url, timeout, config)))
+
+    def submit(self, start: int, end: int, ledger: LedgerPosition) -> Future[bytes]:
+        """Sends the request; the answer is taken off the pipe by a thread as soon as it comes (so the
+        child never waits on a full pipe), and unpickled by :meth:`result`."""
+        future: Future[bytes] = Future()
+        future.set_running_or_notify_cancel()
+        _send(self._input, pickle.dumps((start, end, ledger)))
+
+        def receive() -> None:
+            try:
+                future.set_result(_receive(self._output))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        threading.Thread(target=receive, name="indexer-reader-pipe", daemon=True).start()
+        return future
+
+    @staticmethod
+    def result(future: Future[Any]) -> Read | None:
+        """The read (from a thread or from the process), or None if it failed: the caller reads the range
+        again in the foreground, with the foreground's error handling."""
+        try:
+            outcome = future.result()
+            if isinstance(outcome, bytes):
+                outcome = pickle.loads(outcome)
+        except Exception as exc:
+            log.info("read-ahead failed (%s); reading in the foreground", exc)
+            return None
+        if isinstance(outcome, _Failed):
+            log.info("read-ahead failed (%s); reading in the foreground", outcome.description)
+            return None
+        return outcome if isinstance(outcome, Read) else None
+
+    def close(self) -> None:
+        with suppress(OSError):
+            self._input.close()
+        try:
+            self._child.wait(timeout=2)
+        except subprocess.TimeoutExpired:  # in the middle of a read: it is discarded anyway
+            self._child.kill()
+            self._child.wait()
+        with suppress(OSError):
+            self._output.close()
+
+
+def _serve(requests: IO[bytes], answers: IO[bytes]) -> None:
+    """The reader process: a :class:`Reader` answering requests until its input closes."""
+    url, timeout, config = pickle.loads(_receive(requests))
+    reader = Reader(ChainClient(url, timeout=timeout), config)
+    while True:
+        try:
+            start, end, ledger = pickle.loads(_receive(requests))
+        except EOFError:
+            return
+        outcome: Read | _Failed
+        try:
+            outcome = reader.read(start, end, None, ledger, ahead=True)
+        except Exception as exc:
+            outcome = _Failed(exc)
+        _send(answers, pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+if __name__ == "__main__":
+    # Answers go to the original standard output only; anything printed goes to standard error.
+    _answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    # Served by the module under its own name, so that what is pickled names registry.indexer.reader.Read
+    # (not __main__.Read, which the parent does not have).
+    from registry.indexer import reader as _module
+
+    with suppress(BrokenPipeError, KeyboardInterrupt):  # the parent went away
+        _module._serve(sys.stdin.buffer, _answers)

@@ -1,0 +1,132 @@
+"""The read side's pure parts: the raw log's JSON text and the ledger fold, and the reader process's
+framing and failure handling (no node needed)."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from registry.chain.abi import ContractAbi, DecodedEvent
+from registry.chain.compiler import artifact
+from registry.indexer.reader import (
+    LedgerPosition,
+    ReaderProcess,
+    _Failed,
+    _receive,
+    _send,
+    args_json,
+    json_writers,
+    prepare,
+)
+from registry.ledger import GENESIS_HEAD, LedgerState, replay
+
+ABI = ContractAbi(artifact("ReceivableRegistry").abi)
+WRITERS = json_writers(ABI)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    return value
+
+
+def _value(abi_type: str) -> st.SearchStrategy[Any]:
+    if abi_type == "bool":
+        return st.booleans()
+    if abi_type.startswith("uint"):
+        return st.integers(0, 2**256 - 1)
+    if abi_type.startswith("int"):
+        return st.integers(-(2**255), 2**255 - 1)
+    if abi_type == "address":
+        return st.binary(min_size=20, max_size=20).map(lambda b: "0x" + b.hex())
+    return st.binary(min_size=int(abi_type[5:]), max_size=int(abi_type[5:]))
+
+
+STATIC_EVENTS = sorted(WRITERS)
+
+
+def test_every_static_event_of_the_abi_has_a_writer() -> None:
+    assert {"ReceivableRegistered", "ReceivableAssigned", "ReceivableConfirmed"} <= set(WRITERS)
+    assert "RegistrationRejected" not in WRITERS  # bytes reason: dynamic, written generically
+
+
+@pytest.mark.parametrize("name", STATIC_EVENTS)
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_a_writer_writes_what_json_dumps_writes(name: str, data: st.DataObject) -> None:
+    item = next(e for e in ABI.events.values() if e["name"] == name)
+    args = {p["name"]: data.draw(_value(p["type"])) for p in item["inputs"]}
+    expected = json.dumps({k: _plain(v) for k, v in args.items()}, separators=(",", ":"))
+    assert WRITERS[name](args) == expected
+    assert args_json(args) == expected
+
+
+def test_a_value_of_another_shape_falls_back_to_the_generic_text() -> None:
+    event = _event("ReceivableConfirmed", {"id": True, "fingerprint": b"\1" * 32})  # a bool where an int goes
+    with pytest.raises(TypeError):
+        WRITERS["ReceivableConfirmed"](event.args)
+    prepared = prepare([event], LedgerPosition(GENESIS_HEAD, 0), WRITERS)
+    assert prepared.raw[0][-1] == json.dumps({"id": True, "fingerprint": "0x" + "01" * 32}, separators=(",", ":"))
+
+
+def _event(name: str, args: dict[str, Any], block: int = 7, index: int = 0) -> DecodedEvent:
+    topic0 = ABI.event_topics[name]
+    payload = b"".join(
+        (v.ljust(32, b"\0") if isinstance(v, bytes) else int(v).to_bytes(32, "big")) for v in args.values()
+    )
+    return DecodedEvent(name, args, topic0, "0x" + "00" * 20, block, "0x" + "ab" * 32, "0x" + "cd" * 32, index, payload)
+
+
+def test_prepare_folds_as_the_ledger_replays_and_chains_from_its_start() -> None:
+    events = [
+        _event("ReceivableConfirmed", {"id": i, "fingerprint": bytes([i]) * 32}, block=10 + i // 3, index=i % 3)
+        for i in range(1, 10)
+    ]
+    events.insert(4, _event("RegistrationRejected", {"creditor": 2, "line": 1, "reason": b"\x01\x02"}))
+    start = LedgerPosition(GENESIS_HEAD, 0)
+    whole = prepare(events, start, WRITERS)
+    expected = replay(events, LedgerState(GENESIS_HEAD, 0))
+    assert (whole.end.head, whole.end.count) == (expected.head, expected.count) and whole.end.count == 9
+    first = prepare(events[:5], start, WRITERS)
+    second = prepare(events[5:], first.end, WRITERS)
+    assert second.end == whole.end and first.raw + second.raw == whole.raw
+    rejected = whole.raw[4]
+    assert rejected[4] == "RegistrationRejected" and rejected[5] is None and rejected[6] is None  # not folded
+    assert [row[5] for row in whole.raw if row[5] is not None] == list(range(1, 10))
+    assert len(whole) == 10 and whole.events[0] == ("ReceivableConfirmed", 10, 1, events[0].args)
+
+
+# ---------------------------------------------------------------------------------------- the process's framing
+
+
+def test_messages_are_framed_by_length_and_a_short_stream_is_an_eof() -> None:
+    stream = io.BytesIO()
+    _send(stream, b"first")
+    _send(stream, b"")
+    _send(stream, b"x" * 100_000)
+    stream.seek(0)
+    assert [_receive(stream) for _ in range(3)] == [b"first", b"", b"x" * 100_000]
+    with pytest.raises(EOFError):
+        _receive(stream)
+    cut = io.BytesIO(stream.getvalue()[:40])  # the third message's length, then 11 of its 100,000 bytes
+    assert [_receive(cut), _receive(cut)] == [b"first", b""]
+    with pytest.raises(EOFError, match="mid-message"):
+        _receive(cut)
+
+
+def test_a_failed_or_broken_read_ahead_is_none_so_the_range_is_read_in_the_foreground() -> None:
+    failed: Future[Any] = Future()
+    failed.set_result(pickle.dumps(_Failed(RuntimeError("node went away"))))
+    broken: Future[Any] = Future()
+    broken.set_exception(EOFError("the reader process closed its output"))
+    garbage: Future[Any] = Future()
+    garbage.set_result(b"not a pickle")
+    for future in (failed, broken, garbage):
+        assert ReaderProcess.result(future) is None
