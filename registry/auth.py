@@ -190,15 +190,17 @@ class AuthService:
         """The entity and roles behind ``address`` as the mirror knows them now; refuses revoked keys
         and suspended entities."""
         is_admin = address.lower() in self.admins
-        with self.engine.connect() as conn:
-            dbapi = conn.connection.dbapi_connection
-            assert dbapi is not None
-            cursor = dbapi.cursor()
+        # On the pooled driver connection itself (no SQLAlchemy Connection around it: on every request).
+        conn = self.engine.raw_connection()
+        try:
+            cursor = conn.cursor()
             try:
                 cursor.execute(self._principal_sql, (address,) if self._positional else {"address": address})
                 row = cursor.fetchone()
             finally:
                 cursor.close()
+        finally:
+            conn.close()
         if row is None:
             if is_admin:
                 return Principal(address, None, frozenset(), True)
