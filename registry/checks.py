@@ -117,6 +117,7 @@ from sqlalchemy import (
     bindparam,
     column,
     literal,
+    null,
     or_,
     select,
     union_all,
@@ -505,9 +506,8 @@ class _Prepared:
             return tuple(bound)
         return {**self.template, **values}
 
-    def rows(self, conn: Connection, values: Mapping[str, bytes]) -> list[Sequence[Any]]:
-        dbapi = conn.connection.dbapi_connection
-        assert dbapi is not None
+    def rows(self, dbapi: Any, values: Mapping[str, bytes]) -> list[Sequence[Any]]:
+        """The rows, run on ``dbapi`` (a driver connection, or the pool's proxy of one)."""
         cursor = dbapi.cursor()
         try:
             cursor.execute(self.sql, self.params(values))
@@ -535,8 +535,10 @@ def _reason(reason: NearDuplicateReason) -> Any:
     return literal(_REASON_CODES[reason]).label("reason")
 
 
-def _by_document(condition: ColumnElement[bool]) -> Select[Any]:
-    return select(_reason(NearDuplicateReason.SAME_DOCUMENT_HASH), *_NEAR_COLUMNS).where(_current(condition), _LIVE)
+def _by_document(condition: ColumnElement[bool], *padding: Any) -> Select[Any]:
+    return select(_reason(NearDuplicateReason.SAME_DOCUMENT_HASH), *_NEAR_COLUMNS, *padding).where(
+        _current(condition), _LIVE
+    )
 
 
 class _Likely(ColumnElement[Any]):
@@ -569,19 +571,46 @@ _SIMILAR_NUMBER: Final = _reason(NearDuplicateReason.SIMILAR_INVOICE_NUMBER)
 _REGISTRATION: Final = _R.c.invoice_key.is_not(None)
 
 
-def _by_variant_number(condition: ColumnElement[bool]) -> Select[Any]:
+def _by_variant_number(condition: ColumnElement[bool], *padding: Any) -> Select[Any]:
     # By (debtor, number hash) on ix_receivables_current_debtor_number: one keccak per variant (the
     # number's), where a lookup by invoice key needs a second one per variant to derive the key; the
     # hashing was most of a single check's cost. ``likely()``: without it SQLite walked every current
     # row through ix_receivables_valid_to (0.76 ms of a 3 ms check at 2,000 receivables, growing).
-    return select(_SIMILAR_NUMBER, *_NEAR_COLUMNS).where(
+    return select(_SIMILAR_NUMBER, *_NEAR_COLUMNS, *padding).where(
         condition, _Likely(_R.c.valid_to.is_(None)), _REGISTRATION, _LIVE
     )
 
 
-# One invoice's near-duplicates in one statement (a bulk chunk joins VALUES lists instead).
-_NEAR_SINGLE: Final[CompoundSelect[Any]] = union_all(
-    select(_reason(NearDuplicateReason.SAME_DEBTOR_AMOUNT_DUE_DATE), *_NEAR_COLUMNS).where(
+# A single check with near-duplicates is one statement, so its own snapshot (two statements took a read
+# transaction around them, and the connection, BEGIN and ROLLBACK cost as much as the exact lookup): the
+# cursor row left-joined with the exact match (reason 0), then each near-duplicate rule's rows (a bulk
+# chunk joins VALUES lists instead), all of one shape: the reason, :data:`_NEAR_COLUMNS`, then the
+# columns only the exact match and the cursor fill (NULL in a near-duplicate's row).
+_CURSOR_ROW: Final = 0
+_EXACT_ONLY_COLUMNS: Final = (
+    _R.c.status,
+    _R.c.paid,
+    _R.c.fingerprint,
+    _WAS_ASSIGNED.label("was_assigned"),
+    *_CURSOR_COLUMNS,
+)
+_NO_EXACT_COLUMNS: Final = tuple(null() for _ in _EXACT_ONLY_COLUMNS)
+_CHECK_SINGLE: Final[CompoundSelect[Any]] = union_all(
+    select(literal(_CURSOR_ROW).label("reason"), *_NEAR_COLUMNS, *_EXACT_ONLY_COLUMNS)
+    .select_from(
+        _C.outerjoin(
+            _R,
+            and_(
+                or_(
+                    _current(_R.c.invoice_key == bindparam("key")),
+                    _current(_R.c.fingerprint == bindparam("fingerprint")),
+                ),
+                _LIVE,
+            ),
+        )
+    )
+    .where(_C.c.id == _CURSOR_ID),
+    select(_reason(NearDuplicateReason.SAME_DEBTOR_AMOUNT_DUE_DATE), *_NEAR_COLUMNS, *_NO_EXACT_COLUMNS).where(
         _current(
             and_(
                 _R.c.debtor == bindparam("debtor"),
@@ -592,15 +621,17 @@ _NEAR_SINGLE: Final[CompoundSelect[Any]] = union_all(
         _R.c.currency == bindparam("currency"),
         _LIVE,
     ),
-    _by_document(_R.c.document_hash == bindparam("document")),
-    _by_variant_number(and_(_R.c.debtor == bindparam("debtor"), _R.c.number_hash.in_(_hashes("variants")))),
+    _by_document(_R.c.document_hash == bindparam("document"), *_NO_EXACT_COLUMNS),
+    _by_variant_number(
+        and_(_R.c.debtor == bindparam("debtor"), _R.c.number_hash.in_(_hashes("variants"))), *_NO_EXACT_COLUMNS
+    ),
 )
-_NEAR_NAMES: Final = ("debtor", "currency", "face_value", "due_date", "document")
+_CHECK_NAMES: Final = ("key", "fingerprint", "debtor", "currency", "face_value", "due_date", "document")
 _MAX_VARIANT_BRANCHES: Final = 100  # debtors per similar-number statement (SQLite allows 500 compound terms)
 
 
-class _NearForm(NamedTuple):
-    """:data:`_NEAR_SINGLE` written out for one length of the variant list."""
+class _CheckForm(NamedTuple):
+    """:data:`_CHECK_SINGLE` written out for one length of the variant list."""
 
     sql: str
     named: dict[str, Any] | None
@@ -608,46 +639,49 @@ class _NearForm(NamedTuple):
     template: list[Any]
     """Positional parameters (SQLite's driver): the constants in place, the rest to be filled in."""
     slots: tuple[tuple[int, str], ...]
-    """Positional: (index, name) of each per-check value of :data:`_NEAR_NAMES`."""
+    """Positional: (index, name) of each per-check value of :data:`_CHECK_NAMES`."""
     variants_at: int
     """Positional: where the variant hashes' run begins (the ``IN`` list, contiguous)."""
 
 
-class _PreparedNear:
-    """:data:`_NEAR_SINGLE` compiled once per length of the variant list (at most :data:`MAX_VARIANTS`
+class _PreparedCheck:
+    """:data:`_CHECK_SINGLE` compiled once per length of the variant list (at most :data:`MAX_VARIANTS`
     + 1 forms) and run on the DBAPI cursor: SQLAlchemy's per-execution work on an expanding ``IN`` list
     (cache key, post-compile rendering, result wrapping) cost more than the database's probes. A
-    positional form keeps the parameter list with its constants in place, so a check fills in five
+    positional form keeps the parameter list with its constants in place, so a check fills in seven
     values and splices its variant hashes in (a lookup per parameter took as long as the probes)."""
 
     def __init__(self, engine: Engine) -> None:
-        self._compiled = _NEAR_SINGLE.compile(dialect=engine.dialect)
-        self._forms: dict[int, _NearForm] = {}
+        self._compiled = _CHECK_SINGLE.compile(dialect=engine.dialect)
+        self._forms: dict[int, _CheckForm] = {}
 
-    def _form(self, n: int) -> _NearForm:
+    def _form(self, n: int) -> _CheckForm:
         form = self._forms.get(n)
         if form is None:
-            sample = dict.fromkeys(_NEAR_NAMES) | {"variants": [b""] * n}
+            sample = dict.fromkeys(_CHECK_NAMES) | {"variants": [b""] * n}
             expanded = self._compiled.construct_expanded_state(sample)
             constants = dict(expanded.parameters)
             if expanded.positiontup is None:
-                form = _NearForm(expanded.statement, constants, [], (), 0)
+                form = _CheckForm(expanded.statement, constants, [], (), 0)
             else:
                 order = list(expanded.positiontup)
                 variants = [f"variants_{i}" for i in range(1, n + 1)]
                 at = order.index(variants[0]) if n else len(order)
                 assert order[at : at + n] == variants, "the IN list's parameters are contiguous"
                 template = [constants.get(name) for name in order]
-                slots = tuple((i, name) for i, name in enumerate(order) if name in _NEAR_NAMES)
-                form = _NearForm(expanded.statement, None, template, slots, at)
+                slots = tuple((i, name) for i, name in enumerate(order) if name in _CHECK_NAMES)
+                form = _CheckForm(expanded.statement, None, template, slots, at)
             self._forms[n] = form
         return form
 
-    def rows(self, conn: Connection, line: _Line) -> list[Sequence[Any]]:
+    def rows(self, dbapi: Any, line: _Line) -> list[Sequence[Any]]:
+        """The statement's rows for ``line``, run on ``dbapi`` (a driver connection or the pool's proxy)."""
         inv = line.invoice
         hashes = line.variant_hashes
         form = self._form(len(hashes))
         given = {
+            "key": line.key,
+            "fingerprint": line.fingerprint,
             "debtor": inv.debtor,
             "currency": inv.currency,
             "face_value": inv.face_value,
@@ -663,8 +697,6 @@ class _PreparedNear:
         else:
             params = {**form.named, **given}
             params.update({f"variants_{i}": h for i, h in enumerate(hashes, start=1)})
-        dbapi = conn.connection.dbapi_connection
-        assert dbapi is not None
         cursor = dbapi.cursor()
         try:
             cursor.execute(form.sql, params)
@@ -794,6 +826,14 @@ class _Match:
             was_assigned=bool(assigned),
         )
 
+    @classmethod
+    def of_check_row(cls, row: Sequence[Any]) -> _Match:
+        """From the exact match's row of :data:`_CHECK_SINGLE`: the reason, :data:`_NEAR_COLUMNS`, then
+        status, paid, fingerprint, was_assigned (and the cursor's columns)."""
+        _, id_, creditor, debtor, holder, number, key, _, currency, face, due = row[:11]
+        status, paid, fp, assigned = row[11:15]
+        return cls.of((id_, status, creditor, debtor, holder, currency, face, paid, due, key, fp, number, assigned))
+
     @property
     def financed(self) -> bool:
         return is_financed(self.status, self.holder, self.creditor, self.was_assigned, self.parts_financed)
@@ -909,7 +949,7 @@ class DuplicateChecker:
         self._by_both = _Prepared(_single_statement(True, True), engine, ("key", "fingerprint"))
         self._by_key = _Prepared(_single_statement(True, False), engine, ("key",))
         self._by_fingerprint = _Prepared(_single_statement(False, True), engine, ("fingerprint",))
-        self._near_single = _PreparedNear(engine)
+        self._check_single = _PreparedCheck(engine)
         self._bulk = _BulkSql(engine.dialect)
 
     # ------------------------------------------------------------------ single checks
@@ -917,15 +957,18 @@ class DuplicateChecker:
     def check(self, invoice: Invoice, *, viewer_entity: int | None = None, near_duplicates: bool = True) -> CheckResult:
         """Exact match by invoice key or fingerprint, and (unless disabled) near-duplicate flags."""
         line = self._line(invoice, variants=near_duplicates)
-        params = {"key": line.key, "fingerprint": line.fingerprint}
         if not near_duplicates:
-            as_of, match = self._exact(self._by_both, params)
+            as_of, match = self._exact(self._by_both, {"key": line.key, "fingerprint": line.fingerprint})
             return self._result(as_of, match, line, viewer_entity, (), None)
-        with self._snapshot() as conn:
-            as_of, match = self._single(conn, self._by_both, params)
-            if match is not None and match.status is Status.SPLIT:
-                match = self._with_parts(conn, [match])[0]
-            similar = self._near_rows(conn, [line])
+        with self._statement() as dbapi:
+            as_of, match, similar = self._check_rows(self._check_single.rows(dbapi, line), line)
+        if match is not None and match.status is Status.SPLIT:
+            # Whether a part is financed takes a second statement: both again, in one snapshot.
+            with self._snapshot() as conn:
+                dbapi = conn.connection.dbapi_connection
+                as_of, match, similar = self._check_rows(self._check_single.rows(dbapi, line), line)
+                if match is not None and match.status is Status.SPLIT:
+                    match = self._with_parts(conn, [match])[0]
         flags = self._flags(line, similar, viewer_entity)
         return self._result(as_of, match, line, viewer_entity, flags, None)
 
@@ -1032,34 +1075,67 @@ class DuplicateChecker:
     def _as_of_values(self, block: int, block_hash: str, timestamp: int) -> _AsOf:
         return _AsOf(block, block_hash, timestamp, max(0.0, self.clock() - timestamp))
 
-    def _single(
-        self, conn: Connection, statement: _Prepared, params: Mapping[str, bytes]
-    ) -> tuple[_AsOf, _Match | None]:
-        rows = statement.rows(conn, params)
+    @contextmanager
+    def _statement(self) -> Iterator[Any]:
+        """A driver connection for one statement, which is its own snapshot: on PostgreSQL in autocommit
+        (no BEGIN and ROLLBACK round trips around it); elsewhere the pool's connection itself (no
+        SQLAlchemy Connection around it: a single check's hot path)."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as conn:
+                yield conn.execution_options(isolation_level="AUTOCOMMIT").connection.dbapi_connection
+            return
+        pooled = self.engine.raw_connection()
+        try:
+            yield pooled
+        finally:
+            pooled.close()
+
+    def _no_cursor(self) -> MirrorNotReady:
+        return MirrorNotReady("the mirror has not indexed any block yet: run the indexer first")
+
+    @staticmethod
+    def _preferred(matches: list[_Match], fingerprint: bytes | None) -> _Match | None:
+        """The match to report: the contract lets one live registration hold a key and fingerprint;
+        prefer the fingerprint match should the mirror ever hold two."""
+        if len(matches) > 1:
+            matches.sort(key=lambda m: (m.fingerprint != fingerprint, -m.id))
+        return matches[0] if matches else None
+
+    def _single(self, dbapi: Any, statement: _Prepared, params: Mapping[str, bytes]) -> tuple[_AsOf, _Match | None]:
+        rows = statement.rows(dbapi, params)
         if not rows:
-            raise MirrorNotReady("the mirror has not indexed any block yet: run the indexer first")
+            raise self._no_cursor()
         block, block_hash, timestamp = rows[0][:3]
         as_of = self._as_of_values(int(block), str(block_hash), int(timestamp))
         matches = [_Match.of(row[3:]) for row in rows if row[3] is not None]
-        if not matches:
-            return as_of, None
-        # The contract lets one live registration hold a key and fingerprint; prefer the fingerprint
-        # match should the mirror ever hold two.
-        fingerprint = params.get("fingerprint")
-        matches.sort(key=lambda m: (m.fingerprint != fingerprint, -m.id))
-        return as_of, matches[0]
+        return as_of, self._preferred(matches, params.get("fingerprint"))
+
+    def _check_rows(self, rows: Sequence[Sequence[Any]], line: _Line) -> tuple[_AsOf, _Match | None, list[_Similar]]:
+        """The as-of block, the exact match and the near-duplicates in the rows of :data:`_CHECK_SINGLE`."""
+        as_of: _AsOf | None = None
+        matches: list[_Match] = []
+        similar: list[_Similar] = []
+        for row in rows:
+            if row[0] != _CURSOR_ROW:
+                similar.append(_Similar.of(row[:11]))
+                continue
+            if as_of is None:
+                block, block_hash, timestamp = row[-3:]
+                as_of = self._as_of_values(int(block), str(block_hash), int(timestamp))
+            if row[1] is not None:
+                matches.append(_Match.of_check_row(row))
+        if as_of is None:
+            raise self._no_cursor()
+        return as_of, self._preferred(matches, line.fingerprint), similar
 
     def _exact(self, statement: _Prepared, params: Mapping[str, bytes]) -> tuple[_AsOf, _Match | None]:
         """One indexed statement; a split match reads its parts too, in the same snapshot."""
-        with self.engine.connect() as conn:
-            if self.engine.dialect.name == "postgresql":
-                # One statement is its own snapshot: no BEGIN and ROLLBACK round trips around it.
-                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            as_of, match = self._single(conn, statement, params)
+        with self._statement() as dbapi:
+            as_of, match = self._single(dbapi, statement, params)
         if match is None or match.status is not Status.SPLIT:
             return as_of, match
         with self._snapshot() as conn:
-            as_of, match = self._single(conn, statement, params)
+            as_of, match = self._single(conn.connection.dbapi_connection, statement, params)
             if match is not None and match.status is Status.SPLIT:
                 match = self._with_parts(conn, [match])[0]
             return as_of, match
@@ -1088,11 +1164,9 @@ class DuplicateChecker:
         return by_key, by_fingerprint
 
     def _near_rows(self, conn: Connection, lines: Sequence[_Line]) -> list[_Similar]:
-        """Live registrations that some line's near-duplicate rules find: one prepared statement for a
-        single line; for a batch, one statement per chunk of lines for the amount and document rules and
-        one per group of debtors for the similar numbers."""
-        if len(lines) == 1:
-            return [_Similar.of(row) for row in self._near_single.rows(conn, lines[0])]
+        """Live registrations that some line of a batch finds by a near-duplicate rule: one statement per
+        chunk of lines for the amount and document rules and one per group of debtors for the similar
+        numbers (a single check has its own statement: :data:`_CHECK_SINGLE`)."""
         found: list[_Similar] = []
         chunk: list[_Line] = []
         budget = 0
