@@ -87,9 +87,10 @@ Indexes
 Freshness
     Every result says which block the mirror is at (``as_of_block``, ``as_of_block_hash``, the block's
     time ``as_of_timestamp``) and ``staleness_seconds`` = now - block time, read in the same snapshot as
-    the answer: one statement for a single exact check; otherwise one read transaction (PostgreSQL
-    ``REPEATABLE READ READ ONLY``; SQLite an explicit ``BEGIN``, since the driver opens no transaction
-    before a ``SELECT``).
+    the answer: one statement for a single check (the near-duplicate rules' rows are a ``UNION ALL`` of
+    the exact lookup's); otherwise (a bulk check, a split match and its parts) one read transaction
+    (PostgreSQL ``REPEATABLE READ READ ONLY``; SQLite an explicit ``BEGIN``, since the driver opens no
+    transaction before a ``SELECT``).
 """
 
 from __future__ import annotations
