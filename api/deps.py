@@ -129,7 +129,8 @@ class DirectRoute(APIRoute):
     once per dependency and for the body, the body parsed to Python and then validated, the content type
     parsed as an e-mail header, cost more than the double-financing check's SQL.)
 
-    Dependencies given to ``include_router`` are not run for such a route: include its router without.
+    Dependencies given to ``include_router`` and ``app.dependency_overrides`` do not apply to such a
+    route: include its router without dependencies, and override ``app.state.services`` in tests.
     """
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
