@@ -43,7 +43,7 @@ from registry.indexer.reader import (
     StateUnavailable,
     _is_rate_limit,
 )
-from registry.store.db import WriterLock, migrate
+from registry.store.db import WalCheckpoints, WriterLock, migrate
 from registry.store.models import BlockHeader, Cursor, table_of
 
 __all__ = [
@@ -162,6 +162,7 @@ class Indexer:
         self._reader: ThreadPoolExecutor | None = None
         self._process: ReaderProcess | None = None
         self._process_usable = True
+        self._checkpoints: WalCheckpoints | None = None  # SQLite: WAL checkpoints beside the writes
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -175,6 +176,7 @@ class Indexer:
         except BaseException:
             self.lock.release()
             raise
+        self._checkpoints = WalCheckpoints.for_engine(self.engine)
         self._started = True
 
     def close(self) -> None:
@@ -185,6 +187,9 @@ class Indexer:
         if self._process is not None:
             self._process.close()
             self._process = None
+        if self._checkpoints is not None:
+            self._checkpoints.close()
+            self._checkpoints = None
         self.lock.release()
         self._started = False
 
@@ -326,7 +331,8 @@ class Indexer:
         if last < end and self.config.prefetch and not self._stop.is_set():
             self._read_ahead(last + 1, end, prepared.end, len(prepared))
         end_header = headers[last]
-        with self.engine.begin() as conn:
+        transaction = self.engine.begin() if self._checkpoints is None else self._checkpoints.deferred(self.engine)
+        with transaction as conn:
             batch = Batch(conn, cursor.ledger)
             ledger = batch.apply(prepared)
             if self.config.verify_ledger and prepared.events:
