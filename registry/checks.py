@@ -72,8 +72,9 @@ Privacy
     is an anonymous flag, one per reason however many receivables matched.
 
 Bulk (:meth:`DuplicateChecker.check_many`)
-    Set-based: exact matches by chunked ``IN`` lists (expanding bind parameters over the key and
-    fingerprint indexes), near-duplicates by one ``UNION ALL`` statement per chunk (``VALUES`` CTEs
+    Set-based: exact matches by chunked ``IN`` lists of the lines' keys over the key index (a
+    registration holding a line's fingerprint holds its key too: the fingerprint is compared in
+    Python), near-duplicates by one ``UNION ALL`` statement per chunk (``VALUES`` CTEs
     joined to the debtor/amount/due-date and debtor/number-hash indexes, an ``IN`` list over the
     document-hash index), never a query per invoice. Lines are also checked against each other: a line whose key or
     fingerprint equals an earlier line's is a duplicate of that line (``duplicate_of_line``), and
@@ -398,7 +399,7 @@ _CURSOR_ID: Final = 1  # the projector keeps the one cursor row at id 1
 
 _CANCELLED: Final = int(Status.CANCELLED)
 
-_EXACT_CHUNK: Final = 4_000  # lines per exact statement (two parameters each)
+_EXACT_CHUNK: Final = 4_000  # lines per exact statement (a key each; a split lineage takes two parameters)
 _NEAR_PARAMS: Final = 20_000  # parameters per near-duplicate statement (SQLite allows 32,766)
 _MAX_BATCH_REFERENCES: Final = 10  # other lines named per line and reason (a batch of look-alikes stays linear)
 
@@ -734,13 +735,18 @@ class _BulkSql:
     def _current_likely(self) -> str:
         return "likely(receivables.valid_to IS NULL)" if self.sqlite else "receivables.valid_to IS NULL"
 
-    def exact(self, keys: int, fingerprints: int) -> str:
-        """Live registrations holding one of the keys or fingerprints (:data:`_MATCH_COLUMNS`)."""
+    def exact(self, keys: int, fingerprints: int = 0) -> str:
+        """Live registrations holding one of the keys or fingerprints (:data:`_MATCH_COLUMNS`); with no
+        fingerprints, a probe of ix_receivables_current_key alone (what :meth:`DuplicateChecker.check_many`
+        runs: see :meth:`DuplicateChecker._exact_rows`)."""
+        branches = [f"receivables.invoice_key IN ({self._list(keys, 'bytea')}) AND {self._current_likely()}"]
+        if fingerprints:
+            branches.append(
+                f"receivables.fingerprint IN ({self._list(fingerprints, 'bytea')}) AND {self._current_likely()}"
+            )
         return (
             f"SELECT {self._MATCH}, EXISTS (SELECT 1 FROM assignments WHERE assignments.receivable_id = "
-            f"receivables.id) AS was_assigned FROM receivables WHERE (receivables.invoice_key IN "
-            f"({self._list(keys, 'bytea')}) AND {self._current_likely()} OR receivables.fingerprint IN "
-            f"({self._list(fingerprints, 'bytea')}) AND {self._current_likely()}) "
+            f"receivables.id) AS was_assigned FROM receivables WHERE ({' OR '.join(branches)}) "
             f"AND receivables.status != {_CANCELLED}"
         )
 
@@ -1151,12 +1157,19 @@ class DuplicateChecker:
         return [dataclasses.replace(m, parts_financed=(m.debtor, m.number_hash) in financed) for m in splits]
 
     def _exact_rows(self, conn: Connection, lines: Sequence[_Line]) -> tuple[dict[bytes, _Match], dict[bytes, _Match]]:
+        """The live registrations holding the lines' keys, by key and by fingerprint.
+
+        By key alone, one probe of ix_receivables_current_key per line: a registration's fingerprint
+        hashes its debtor and number hash, and its key hashes the same two (``fingerprintOf`` and
+        ``invoiceKeyOf`` in the contract, which the projector copies), so a registration holding a
+        line's fingerprint also holds its key, and the lookup by key finds it (a second probe, of
+        ix_receivables_current_fp, found nothing more and cost as much again). Split parts hold neither.
+        """
         by_key: dict[bytes, _Match] = {}
         by_fingerprint: dict[bytes, _Match] = {}
         for chunk in _chunks(lines, _EXACT_CHUNK):
             keys = list({line.key for line in chunk})
-            fingerprints = list({line.fingerprint for line in chunk})
-            for row in _raw_rows(conn, self._bulk.exact(len(keys), len(fingerprints)), keys + fingerprints):
+            for row in _raw_rows(conn, self._bulk.exact(len(keys)), keys):
                 match = _Match.of(row)
                 if match.invoice_key is not None:
                     by_key[match.invoice_key] = match

@@ -9,12 +9,13 @@ key and fingerprint, split parts without, a cancelled one), so the tests are fas
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, event, insert
 
-from registry.checks import CheckResult, DuplicateChecker, NearDuplicateReason, _BulkSql
+from registry.checks import CheckResult, DuplicateChecker, MatchKind, NearDuplicateReason, _BulkSql
 from registry.domain import Status
 from registry.invoice import Invoice
 from registry.store.db import make_engine, migrate
@@ -218,3 +219,34 @@ def test_a_check_reads_one_snapshot_even_with_split_matches(engine: Engine) -> N
     result = checker.check(QUERIES["split_hit"][0], viewer_entity=CREDITOR)
     assert (result.status, result.financed, result.as_of_block) == (Status.SPLIT, False, BLOCK)
     assert result.as_of_block_hash == "0x" + "cd" * 32
+
+
+def test_a_bulk_exact_check_probes_the_key_index_alone_and_still_tells_fingerprint_from_key(engine: Engine) -> None:
+    """A registration holding a line's fingerprint holds its key too (both hash the debtor and number
+    hash), so check_many looks lines up by key only and tells the match kinds apart in Python."""
+    altered = paper("INV-2026-0001", "1,001.00")  # the plain registration's key, another amount
+    batch = [QUERIES["respelled_hit"][0], altered, QUERIES["split_hit"][0], QUERIES["unknown"][0]]
+    statements: list[str] = []
+    if engine.dialect.name == "sqlite":
+        engine.dispose()
+        event.listen(engine, "connect", lambda dbapi, _: dbapi.set_trace_callback(statements.append))
+    checker = DuplicateChecker(engine, clock=lambda: NOW + 5.0)
+    results = checker.check_many(batch, near_duplicates=False)
+    assert [(r.receivable_id, r.match) for r in results] == [
+        (1, MatchKind.FINGERPRINT),
+        (1, MatchKind.INVOICE_KEY),
+        (6, MatchKind.FINGERPRINT),
+        (None, None),
+    ]
+    assert [r.duplicate_of_line for r in results] == [None, 0, None, None]  # the same key as line 0
+    for line, in_bulk in zip(batch, results, strict=True):
+        assert replace(in_bulk, duplicate_of_line=None) == checker.check(line, near_duplicates=False), line
+    if engine.dialect.name != "sqlite":
+        return
+    [exact] = [s for s in statements if "receivables.invoice_key IN" in s]
+    assert "fingerprint IN" not in exact
+    with engine.connect() as conn:
+        plan = "\n".join(str(r[3]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + exact))
+    assert "SEARCH receivables USING INDEX ix_receivables_current_key (invoice_key=?)" in plan, plan
+    assert "ix_receivables_current_fp" not in plan, plan
+    assert "SCAN receivables" not in plan, plan
