@@ -131,7 +131,7 @@ from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import NullType
 
-from registry.domain import Status, is_financed
+from registry.domain import PAID_OR_CLOSED_STATUSES, Status, is_financed
 from registry.errors import RegistryError
 from registry.hashing import keccak256, keccak256_many
 from registry.invoice import FINGERPRINT_TYPEHASH, INVOICE_KEY_TYPEHASH, ZERO_HASH, Invoice
@@ -722,6 +722,16 @@ class _BulkSql:
 
     _NEAR = ", ".join(f"receivables.{c.name}" for c in _NEAR_COLUMNS)
     _MATCH = ", ".join(f"receivables.{c.name}" for c in _MATCH_COLUMNS[:-1])
+    # is_financed reads the assignment history of a paid or closed registration only, so the probe of
+    # ix_assignments_receivable_id is made for those rows only (false for the others, whose answer it
+    # cannot change): made for every row, it took about a third of the statement's time at 1,000,000
+    # receivables.
+    _WAS_ASSIGNED = (
+        "CASE WHEN receivables.status IN ("
+        + ", ".join(str(int(status)) for status in sorted(PAID_OR_CLOSED_STATUSES))
+        + ") THEN EXISTS (SELECT 1 FROM assignments WHERE assignments.receivable_id = receivables.id) "
+        "ELSE false END AS was_assigned"
+    )
 
     def __init__(self, dialect: Dialect) -> None:
         self.sqlite = dialect.name == "sqlite"
@@ -745,8 +755,7 @@ class _BulkSql:
                 f"receivables.fingerprint IN ({self._list(fingerprints, 'bytea')}) AND {self._current_likely()}"
             )
         return (
-            f"SELECT {self._MATCH}, EXISTS (SELECT 1 FROM assignments WHERE assignments.receivable_id = "
-            f"receivables.id) AS was_assigned FROM receivables WHERE ({' OR '.join(branches)}) "
+            f"SELECT {self._MATCH}, {self._WAS_ASSIGNED} FROM receivables WHERE ({' OR '.join(branches)}) "
             f"AND receivables.status != {_CANCELLED}"
         )
 

@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import Engine, event, insert
 
 from registry.checks import CheckResult, DuplicateChecker, MatchKind, NearDuplicateReason, _BulkSql
-from registry.domain import Status
+from registry.domain import PAID_OR_CLOSED_STATUSES, Status, is_financed
 from registry.invoice import Invoice
 from registry.store.db import make_engine, migrate
-from registry.store.models import Cursor, Receivable, table_of
+from registry.store.models import Assignment, Cursor, Receivable, table_of
 
 NOW = 1_780_000_000
 DAY = 86_400
@@ -250,3 +250,50 @@ def test_a_bulk_exact_check_probes_the_key_index_alone_and_still_tells_fingerpri
     assert "SEARCH receivables USING INDEX ix_receivables_current_key (invoice_key=?)" in plan, plan
     assert "ix_receivables_current_fp" not in plan, plan
     assert "SCAN receivables" not in plan, plan
+
+
+def test_financed_reads_the_assignment_history_only_for_paid_or_closed_statuses() -> None:
+    """The bulk statement probes the assignments of paid or closed registrations only: for any other
+    status the history cannot change whether the registration is financed."""
+    for status in Status:
+        for holder, parts_financed in ((CREDITOR, False), (CREDITOR, True), (FACTOR, False)):
+            with_history = is_financed(status, holder, CREDITOR, True, parts_financed)
+            without = is_financed(status, holder, CREDITOR, False, parts_financed)
+            assert with_history == without or status in PAID_OR_CLOSED_STATUSES, status
+
+
+def test_bulk_and_single_checks_agree_on_financed_after_an_assignment_history(engine: Engine) -> None:
+    """Paid or closed after an assignment and a buy-back (held by the creditor again): financed; the same
+    without an assignment, or confirmed again after a buy-back: not financed."""
+    history = {
+        "settled_after_buy_back": (paper("HIS-1", "1,100.00"), Status.SETTLED, True, True),
+        "part_paid_after_buy_back": (paper("HIS-2", "1,200.00"), Status.PARTIALLY_PAID, True, True),
+        "written_off_never_assigned": (paper("HIS-3", "1,300.00"), Status.WRITTEN_OFF, False, False),
+        "confirmed_after_buy_back": (paper("HIS-4", "1,400.00"), Status.CONFIRMED, True, False),
+    }
+    rows = [row(100 + i, inv, status=status) for i, (inv, status, _, _) in enumerate(history.values())]
+    assignments = [
+        {
+            "block_number": 2,
+            "log_index": i,
+            "receivable_id": 100 + i,
+            "from_entity": CREDITOR,
+            "to_entity": FACTOR,
+            "advance": 1,
+            "recourse": True,
+            "terms_hash": b"\0" * 32,
+        }
+        for i, (_, _, assigned, _) in enumerate(history.values())
+        if assigned
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(table_of(Receivable)), rows)
+        conn.execute(insert(table_of(Assignment)), assignments)
+    checker = DuplicateChecker(engine)
+    invoices = [inv for inv, _, _, _ in history.values()]
+    for exact_only in (True, False):
+        bulk = checker.check_many(invoices, viewer_entity=CREDITOR, near_duplicates=not exact_only)
+        for (name, (inv, status, _, financed)), in_bulk in zip(history.items(), bulk, strict=True):
+            assert (in_bulk.status, in_bulk.financed) == (status, financed), name
+            single = checker.check(inv, viewer_entity=CREDITOR, near_duplicates=not exact_only)
+            assert ledger_view(in_bulk) == ledger_view(single), name
