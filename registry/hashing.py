@@ -60,7 +60,12 @@ def _fast_keccak256() -> tuple[Callable[[bytes], bytes], Callable[[Iterable[byte
         size = len(data)
         if (
             reset(handle)
-            or absorb(handle, c_uint8_ptr(data), lengths[size] if size < 320 else c_size_t(size))
+            # (bytes go to the library as they are; pycryptodome's c_uint8_ptr costs as much as the hash)
+            or absorb(
+                handle,
+                data if type(data) is bytes else c_uint8_ptr(data),
+                lengths[size] if size < 320 else c_size_t(size),
+            )
             or digest(handle, buffer, digest_size, padding)
         ):
             raise RuntimeError("keccak failed")

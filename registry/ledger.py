@@ -24,11 +24,17 @@ _UINT64_LIMIT = 1 << 64
 def fold(head: bytes, seq: int, topic0: bytes, payload: bytes) -> bytes:
     """One step of the hash chain: ``keccak256(abi.encode(bytes32 head, uint64 seq, bytes32 topic0,
     bytes32 keccak256(payload)))``, the four static words packed by hand."""
+    return fold_hashed(head, seq, topic0, keccak256(payload))
+
+
+def fold_hashed(head: bytes, seq: int, topic0: bytes, payload_hash: bytes) -> bytes:
+    """:func:`fold` given ``keccak256(payload)`` (which a caller folding many events hashes in one
+    ``keccak256_many`` call)."""
     if len(head) != 32 or len(topic0) != 32 or not 0 <= seq < _UINT64_LIMIT:
         if len(head) > 32 or len(topic0) > 32 or not 0 <= seq < _UINT64_LIMIT:
             raise ValueError(f"fold: head and topic0 must be bytes32 and seq a uint64, not {head!r}, {seq}, {topic0!r}")
         head, topic0 = head.ljust(32, b"\0"), topic0.ljust(32, b"\0")  # as abi.encode pads a short bytes32
-    return keccak256(b"".join((head, seq.to_bytes(32, "big"), topic0, keccak256(payload))))
+    return keccak256(b"".join((head, seq.to_bytes(32, "big"), topic0, payload_hash)))
 
 
 @dataclass(frozen=True)

@@ -79,9 +79,10 @@ class IndexerConfig:
     finality_depth: int = 64
     header_window: int = 256
     poll_interval: float = 0.1
-    initial_log_range: int = 100
-    """First ``eth_getLogs`` span, in blocks: a blind guess, since the whole batch is held in memory (about
-    5 kB a log); the fetcher then grows or shrinks it towards ``target_logs`` logs a request."""
+    initial_log_range: int = 1
+    """First ``eth_getLogs`` span, in blocks; the fetcher then doubles it while ranges are sparse and
+    shrinks it towards ``target_logs`` logs a request where they are dense (a blind first guess can
+    only be too small, which costs a few short requests, or too large, which makes one huge batch)."""
     max_log_range: int = 50_000
     target_logs: int = LogFetcher.TARGET_LOGS
     """Logs per request, and so per batch, the fetcher aims at."""

@@ -130,3 +130,63 @@ def test_a_failed_or_broken_read_ahead_is_none_so_the_range_is_read_in_the_foreg
     garbage.set_result(b"not a pickle")
     for future in (failed, broken, garbage):
         assert ReaderProcess.result(future) is None
+
+
+# ---------------------------------------------------------------------------------------- a range far too dense
+
+
+class _Rpc:
+    def __init__(self, chain: _Chain) -> None:
+        self.chain = chain
+
+    def call(self, method: str, params: list[Any]) -> Any:
+        assert method == "eth_getBlockByNumber"
+        return self.chain.header(params[0])
+
+    def batch(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        return [self.call(method, params) for method, params in calls]
+
+
+class _Chain:
+    """Blocks 0..20; block n holds ``density(n)`` registry logs (of no known event: nothing to decode)."""
+
+    def __init__(self, density: dict[int, int]) -> None:
+        self.density = density
+        self.rpc = _Rpc(self)
+        self.requests: list[tuple[int, int]] = []
+
+    def header(self, block: str) -> dict[str, Any]:
+        n = 20 if block == "latest" else int(block, 16)
+        return {"number": hex(n), "hash": f"0x{n + 1:064x}", "parentHash": f"0x{n:064x}", "timestamp": hex(n)}
+
+    def get_logs(self, address: str, first: int, last: int) -> list[dict[str, Any]]:
+        self.requests.append((first, last))
+        return [
+            {"topics": [], "data": "0x", "blockNumber": hex(n), "blockHash": f"0x{n + 1:064x}", "logIndex": hex(i)}
+            for n in range(first, last + 1)
+            for i in range(self.density.get(n, 0))
+        ]
+
+
+def test_a_read_far_denser_than_the_target_keeps_whole_blocks_up_to_about_the_target() -> None:
+    from registry.indexer.reader import Reader, ReaderConfig
+
+    chain = _Chain({1: 1, 2: 1, 3: 1, 4: 1, **{n: 30 for n in range(5, 11)}})
+    config = ReaderConfig("0x" + "00" * 20, 100, 1_000, 20, 256, 0.1, False)
+    reader = Reader(chain, config)  # type: ignore[arg-type]
+    read = reader.read(1, 20, None, LedgerPosition(GENESIS_HEAD, 0), ahead=False)
+    # 184 logs in blocks 1-20, more than twice the target: kept through block 5, where the 21st log is.
+    assert chain.requests == [(1, 20)]
+    assert read.last == 5 and set(read.headers) >= {1, 2, 3, 4, 5, 20} and max(n for n in read.headers if n < 20) == 5
+    # The next read starts after it, and a range within twice the target is kept whole.
+    nxt = reader.read(6, 20, None, read.prepared.end, ahead=False)
+    assert nxt.start == 6 and nxt.last <= 20 and chain.requests[-1][0] == 6
+
+
+def test_a_first_block_denser_than_the_target_is_kept_whole() -> None:
+    from registry.indexer.reader import Reader, ReaderConfig
+
+    chain = _Chain({3: 100, 4: 100})
+    reader = Reader(chain, ReaderConfig("0x" + "00" * 20, 100, 1_000, 20, 256, 0.1, False))  # type: ignore[arg-type]
+    read = reader.read(3, 20, None, LedgerPosition(GENESIS_HEAD, 0), ahead=False)
+    assert read.last == 3  # one block cannot be split
