@@ -100,7 +100,7 @@ import dataclasses
 import time
 import unicodedata
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -369,6 +369,16 @@ def _fingerprint_of(invoice: Invoice) -> bytes:
     return _keccak256(_fingerprint_preimage(invoice))
 
 
+def _keys_and_fingerprints(invoices: Sequence[Invoice]) -> tuple[list[bytes], list[bytes]]:
+    """Each invoice's key and fingerprint, in one batch."""
+    preimages: list[bytes] = []
+    for invoice in invoices:
+        preimages.append(_key_preimage(invoice.debtor, invoice.number_hash))
+        preimages.append(_fingerprint_preimage(invoice))
+    hashes = keccak256_many(preimages)
+    return hashes[0::2], hashes[1::2]
+
+
 # ---------------------------------------------------------------------------------------------
 # SQL
 # ---------------------------------------------------------------------------------------------
@@ -398,6 +408,11 @@ _PART_ASSIGNMENT = _A.alias("part_assignment")
 _CURSOR_ID: Final = 1  # the projector keeps the one cursor row at id 1
 
 _CANCELLED: Final = int(Status.CANCELLED)
+_SPLIT: Final = int(Status.SPLIT)
+_STATUSES: Final = tuple(Status)
+"""Each status at the index of its number (a lookup in the hot loop of a bulk check; ``Status(n)`` goes
+through the enum's metaclass)."""
+assert all(index == status for index, status in enumerate(_STATUSES))
 
 _EXACT_CHUNK: Final = 4_000  # lines per exact statement (a key each; a split lineage takes two parameters)
 _NEAR_PARAMS: Final = 20_000  # parameters per near-duplicate statement (SQLite allows 32,766)
@@ -857,15 +872,23 @@ class _Match:
     def parties_for(self, viewer: int | None) -> Parties | None:
         if viewer is None or viewer not in (self.creditor, self.debtor, self.holder):
             return None
-        return Parties(
-            creditor=EntityId(self.creditor),
-            debtor=EntityId(self.debtor),
-            holder=EntityId(self.holder),
-            currency=self.currency,
-            face_value=MinorUnits(self.face_value),
-            paid=MinorUnits(self.paid),
-            due_date=UnixTime(self.due_date),
+        return _parties(
+            self.creditor, self.debtor, self.holder, self.currency, self.face_value, self.paid, self.due_date
         )
+
+
+def _parties(
+    creditor: int, debtor: int, holder: int, currency: str, face_value: int, paid: int, due_date: int
+) -> Parties:
+    return Parties(
+        creditor=EntityId(int(creditor)),
+        debtor=EntityId(int(debtor)),
+        holder=EntityId(int(holder)),
+        currency=str(currency),
+        face_value=MinorUnits(int(face_value)),
+        paid=MinorUnits(int(paid)),
+        due_date=UnixTime(int(due_date)),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -1010,29 +1033,37 @@ class DuplicateChecker:
         """One result per invoice, in order: set-based queries, plus duplicates within the batch."""
         if not invoices:
             return []
-        lines = [self._line(inv, variants=near_duplicates) for inv in invoices]
+        # An exact-only check needs each line's key and fingerprint, nothing else: hashed in one batch,
+        # and the statement's rows kept as the driver's tuples, so that a line costs one object that
+        # lives on (its answer); a _Line and a _Match per line cost as much again in garbage collection.
+        lines = [self._line(inv, variants=True) for inv in invoices] if near_duplicates else []
+        if lines:
+            keys = [line.key for line in lines]
+            fingerprints = [line.fingerprint for line in lines]
+        else:
+            keys, fingerprints = _keys_and_fingerprints(invoices)
         with self._snapshot() as conn:
             as_of = self._as_of(conn.execute(_CURSOR_STATEMENT).first())
-            by_key, by_fingerprint = self._exact_rows(conn, lines)
-            splits = [m for m in by_key.values() if m.status is Status.SPLIT]
-            if splits:
-                for resolved in self._with_parts(conn, splits):
-                    if resolved.invoice_key is not None:
-                        by_key[resolved.invoice_key] = resolved
-                    if resolved.fingerprint is not None:
-                        by_fingerprint[resolved.fingerprint] = resolved
+            by_key, by_fingerprint = self._exact_rows(conn, keys)
+            splits = {(int(r[3]), bytes(r[11])) for r in by_key.values() if r[1] == _SPLIT and r[11] is not None}
+            financed_splits = self._financed_lineages(conn, splits) if splits else set()
             similar = self._near_rows(conn, lines) if near_duplicates else []
-        duplicate_of = self._batch_duplicates(lines)
+        duplicate_of = self._batch_duplicates(keys)
         batch_flags = self._batch_near_duplicates(lines) if near_duplicates else {}
         similar_by_line: dict[int, list[_Similar]] = defaultdict(list)
         if similar:
             for index, found in self._assign_similar(lines, similar):
                 similar_by_line[index].append(found)
         results: list[CheckResult] = []
-        for index, line in enumerate(lines):
-            match = by_fingerprint.get(line.fingerprint) or by_key.get(line.key)
-            flags = self._flags(line, similar_by_line.get(index, []), viewer_entity) + batch_flags.get(index, ())
-            results.append(self._result(as_of, match, line, viewer_entity, flags, duplicate_of.get(index)))
+        append = results.append
+        answer = self._row_result
+        for index, fingerprint in enumerate(fingerprints):
+            row = by_fingerprint.get(fingerprint) or by_key.get(keys[index])
+            flags: tuple[NearDuplicate, ...] = ()
+            if near_duplicates:
+                flags = self._flags(lines[index], similar_by_line.get(index, []), viewer_entity)
+                flags += batch_flags.get(index, ())
+            append(answer(as_of, row, fingerprint, viewer_entity, flags, duplicate_of.get(index), financed_splits))
         return results
 
     # ------------------------------------------------------------------ diagnostics
@@ -1158,15 +1189,24 @@ class DuplicateChecker:
 
     def _with_parts(self, conn: Connection, splits: Sequence[_Match]) -> list[_Match]:
         """The split matches, with ``parts_financed`` read from their current parts."""
-        lineages = sorted({(m.debtor, m.number_hash) for m in splits if m.number_hash is not None})
-        financed: set[tuple[int, bytes]] = set()
-        for chunk in _chunks(lineages, _EXACT_CHUNK):
-            for debtor, number_hash in conn.execute(_financed_parts_statement(chunk)):
-                financed.add((int(debtor), bytes(number_hash)))
+        lineages = {(m.debtor, m.number_hash) for m in splits if m.number_hash is not None}
+        financed = self._financed_lineages(conn, lineages)
         return [dataclasses.replace(m, parts_financed=(m.debtor, m.number_hash) in financed) for m in splits]
 
-    def _exact_rows(self, conn: Connection, lines: Sequence[_Line]) -> tuple[dict[bytes, _Match], dict[bytes, _Match]]:
-        """The live registrations holding the lines' keys, by key and by fingerprint.
+    @staticmethod
+    def _financed_lineages(conn: Connection, lineages: Iterable[tuple[int, bytes]]) -> set[tuple[int, bytes]]:
+        """Which of the (debtor, number hash) lineages of split registrations have a financed part."""
+        financed: set[tuple[int, bytes]] = set()
+        for chunk in _chunks(sorted(lineages), _EXACT_CHUNK):
+            for debtor, number_hash in conn.execute(_financed_parts_statement(chunk)):
+                financed.add((int(debtor), bytes(number_hash)))
+        return financed
+
+    def _exact_rows(
+        self, conn: Connection, keys: Sequence[bytes]
+    ) -> tuple[dict[bytes, Sequence[Any]], dict[bytes, Sequence[Any]]]:
+        """The live registrations holding the keys, by key and by fingerprint: the rows of
+        :meth:`_BulkSql.exact` (:data:`_MATCH_COLUMNS`), as the driver gives them.
 
         By key alone, one probe of ix_receivables_current_key per line: a registration's fingerprint
         hashes its debtor and number hash, and its key hashes the same two (``fingerprintOf`` and
@@ -1174,16 +1214,13 @@ class DuplicateChecker:
         line's fingerprint also holds its key, and the lookup by key finds it (a second probe, of
         ix_receivables_current_fp, found nothing more and cost as much again). Split parts hold neither.
         """
-        by_key: dict[bytes, _Match] = {}
-        by_fingerprint: dict[bytes, _Match] = {}
-        for chunk in _chunks(lines, _EXACT_CHUNK):
-            keys = list({line.key for line in chunk})
-            for row in _raw_rows(conn, self._bulk.exact(len(keys)), keys):
-                match = _Match.of(row)
-                if match.invoice_key is not None:
-                    by_key[match.invoice_key] = match
-                if match.fingerprint is not None:
-                    by_fingerprint[match.fingerprint] = match
+        by_key: dict[bytes, Sequence[Any]] = {}
+        by_fingerprint: dict[bytes, Sequence[Any]] = {}
+        for chunk in _chunks(list(dict.fromkeys(keys)), _EXACT_CHUNK):
+            for row in _raw_rows(conn, self._bulk.exact(len(chunk)), chunk):
+                by_key[bytes(row[9])] = row
+                if row[10] is not None:
+                    by_fingerprint[bytes(row[10])] = row
         return by_key, by_fingerprint
 
     def _near_rows(self, conn: Connection, lines: Sequence[_Line]) -> list[_Similar]:
@@ -1294,19 +1331,15 @@ class DuplicateChecker:
         return tuple(flags)
 
     @staticmethod
-    def _batch_duplicates(lines: Sequence[_Line]) -> dict[int, int]:
-        """line -> the first earlier line with the same key or fingerprint."""
+    def _batch_duplicates(keys: Sequence[bytes]) -> dict[int, int]:
+        """line -> the first earlier line with the same key or fingerprint: the same key, since lines
+        with the same fingerprint have the same debtor and number hash, so the same key."""
         first_by_key: dict[bytes, int] = {}
-        first_by_fingerprint: dict[bytes, int] = {}
         out: dict[int, int] = {}
-        for index, line in enumerate(lines):
-            earlier = [
-                i for i in (first_by_key.get(line.key), first_by_fingerprint.get(line.fingerprint)) if i is not None
-            ]
-            if earlier:
-                out[index] = min(earlier)
-            first_by_key.setdefault(line.key, index)
-            first_by_fingerprint.setdefault(line.fingerprint, index)
+        for index, key in enumerate(keys):
+            first = first_by_key.setdefault(key, index)
+            if first != index:
+                out[index] = first
         return out
 
     @staticmethod
@@ -1365,6 +1398,57 @@ class DuplicateChecker:
             receivable_id=ReceivableId(match.id) if match is not None else None,
             match=kind if match is not None else None,
             parties=match.parties_for(viewer) if match is not None else None,
+            near_duplicates=flags,
+            duplicate_of_line=duplicate_of_line,
+            as_of_block=as_of.block,
+            as_of_block_hash=as_of.block_hash,
+            as_of_timestamp=as_of.timestamp,
+            staleness_seconds=as_of.staleness,
+        )
+
+    @staticmethod
+    def _row_result(
+        as_of: _AsOf,
+        row: Sequence[Any] | None,
+        fingerprint: bytes,
+        viewer: int | None,
+        flags: tuple[NearDuplicate, ...],
+        duplicate_of_line: int | None,
+        financed_splits: set[tuple[int, bytes]],
+    ) -> CheckResult:
+        """:meth:`_result` from a row of :meth:`_BulkSql.exact` (no :class:`_Match` in between: a bulk
+        check's hot loop); ``financed_splits``: the lineages of split matches with a financed part."""
+        if row is None:
+            return CheckResult(
+                registered=False,
+                status=Status.NONE,
+                financed=False,
+                receivable_id=None,
+                match=None,
+                parties=None,
+                near_duplicates=flags,
+                duplicate_of_line=duplicate_of_line,
+                as_of_block=as_of.block,
+                as_of_block_hash=as_of.block_hash,
+                as_of_timestamp=as_of.timestamp,
+                staleness_seconds=as_of.staleness,
+            )
+        rid, code, creditor, debtor, holder, currency, face_value, paid, due_date, _, fp, number_hash, assigned = row
+        status = _STATUSES[code]
+        parts_financed = (
+            status is Status.SPLIT and number_hash is not None and (debtor, bytes(number_hash)) in financed_splits
+        )
+        return CheckResult(
+            registered=True,
+            status=status,
+            financed=is_financed(status, holder, creditor, bool(assigned), parts_financed),
+            receivable_id=ReceivableId(rid),
+            match=MatchKind.FINGERPRINT if fp == fingerprint else MatchKind.INVOICE_KEY,
+            parties=(
+                None
+                if viewer is None or viewer not in (creditor, debtor, holder)
+                else _parties(creditor, debtor, holder, currency, face_value, paid, due_date)
+            ),
             near_duplicates=flags,
             duplicate_of_line=duplicate_of_line,
             as_of_block=as_of.block,
