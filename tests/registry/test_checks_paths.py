@@ -249,6 +249,7 @@ def test_a_bulk_exact_check_probes_the_key_index_alone_and_still_tells_fingerpri
         plan = "\n".join(str(r[3]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + exact))
     assert "SEARCH receivables USING INDEX ix_receivables_current_key (invoice_key=?)" in plan, plan
     assert "ix_receivables_current_fp" not in plan, plan
+    assert "SEARCH receivables USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan  # the table in rowid order
     assert "SCAN receivables" not in plan, plan
 
 
