@@ -159,6 +159,11 @@ def _current_rows_sql(table: Table, key: str, count: int) -> str:
     return f'SELECT {names} FROM "{table.name}"{hint} WHERE "{key}" IN ({marks}) AND valid_to IS NULL'
 
 
+@cache
+def _insert_columns(table: Table) -> list[str]:
+    return [c.name for c in table.columns if c.name != "row_id"]
+
+
 @dataclass
 class _Versioned:
     """Current versions of one versioned table's rows touched by the batch, keyed by business key."""
@@ -167,9 +172,16 @@ class _Versioned:
     key: str
     current: dict[Any, Row] = field(default_factory=dict)
     loaded: set[Any] = field(default_factory=set)
-    new_rows: list[Row] = field(default_factory=list)
+    new_rows: list[Row | tuple[Any, ...]] = field(default_factory=list)
+    """Rows to insert, in creation order: dicts, or value tuples (:data:`insert_columns` order) of rows
+    created ready-made (:meth:`add_values`) and not touched since."""
     closures: list[tuple[int, int]] = field(default_factory=list)  # (row_id, valid_to) of rows already in the DB
     rewrites: dict[int, Row] = field(default_factory=dict)  # rows already in the DB changed in their own block
+    pending: dict[Any, int] = field(default_factory=dict)  # key -> position in new_rows of a value tuple
+
+    @property
+    def insert_columns(self) -> list[str]:
+        return _insert_columns(self.table)
 
     def load(self, conn: Connection, keys: Iterable[Any]) -> None:
         wanted = [k for k in set(keys) if k not in self.loaded]
@@ -197,13 +209,24 @@ class _Versioned:
                 self.current[row[self.key]] = dict(row)
 
     def get(self, key: Any) -> Row:
-        return self.current[key]
+        row = self.current.get(key)
+        return row if row is not None else self._materialize(key)
 
-    def add(self, row: Row) -> None:
-        """A new row, complete (business key, ``valid_from``, ``valid_to`` None): :meth:`create` without
-        the copy, for the hot handlers."""
-        self.current[row[self.key]] = row
-        self.new_rows.append(row)
+    def _materialize(self, key: Any) -> Row:
+        """The dict of a row added as values, from now on the row itself (KeyError: no such row)."""
+        position = self.pending.pop(key)
+        values = self.new_rows[position]
+        assert isinstance(values, tuple)
+        row = dict(zip(self.insert_columns, values, strict=True))
+        self.new_rows[position] = row
+        self.current[key] = row
+        return row
+
+    def add_values(self, key: Any, values: tuple[Any, ...]) -> None:
+        """A new row as its values in :attr:`insert_columns` order (built where the events are prepared):
+        inserted as it is unless an event of the batch changes it."""
+        self.pending[key] = len(self.new_rows)
+        self.new_rows.append(values)
 
     def create(self, key: Any, block: int, values: Row) -> Row:
         row = {**values, self.key: key, "valid_from": block, "valid_to": None}
@@ -213,7 +236,7 @@ class _Versioned:
 
     def change(self, key: Any, block: int, **changes: Any) -> Row:
         """A new version of ``key`` from ``block`` on (or an in-place change within the same block)."""
-        row = self.current[key]
+        row = self.get(key)
         if row["valid_from"] == block:
             row.update(changes)
             if "row_id" in row:
@@ -243,8 +266,9 @@ class _Versioned:
             )
             conn.execute(stmt, rows)
         if self.new_rows:
-            columns = [c.name for c in self.table.columns if c.name != "row_id"]
-            writer.insert(self.table, columns, list(map(itemgetter(*columns), self.new_rows)))
+            columns = self.insert_columns
+            values = itemgetter(*columns)
+            writer.insert(self.table, columns, [r if type(r) is tuple else values(r) for r in self.new_rows])
 
 
 class Batch:
@@ -311,31 +335,52 @@ class Batch:
 # ---------------------------------------------------------------------- event handlers
 
 
-def _registered(b: Batch, a: dict[str, Any], block: int, log_index: int) -> None:
-    b.receivables.add(
-        {
-            "creditor": a["creditor"],
-            "debtor": a["debtor"],
-            "holder": a["creditor"],
-            "status": int(Status.REGISTERED),
-            "recourse": False,
-            "face_value": a["faceValue"],
-            "paid": 0,
-            "currency": a["currency"].decode("ascii", "replace"),
-            "issue_date": a["issueDate"],
-            "due_date": a["dueDate"],
-            "fingerprint": a["fingerprint"],
-            "invoice_key": a["invoiceKey"],
-            "number_hash": a["invoiceNumberHash"],
-            "document_hash": a["documentHash"],
-            "parent_id": None,
-            "supersedes": a["supersedes"] or None,
-            "registered_block": block,
-            "id": a["id"],
-            "valid_from": block,
-            "valid_to": None,
-        }
-    )
+# A registration's row, column by column (its values are built where the events are prepared, by
+# :data:`READY_ROWS`, so the indexer's process only passes them on; a later event of the same batch that
+# changes the receivable turns them into a dict first).
+_REGISTERED_ROW: dict[str, str] = {
+    "id": "a['id']",
+    "valid_from": "block",
+    "valid_to": "None",
+    "creditor": "a['creditor']",
+    "debtor": "a['debtor']",
+    "holder": "a['creditor']",
+    "status": str(int(Status.REGISTERED)),
+    "recourse": "False",
+    "face_value": "a['faceValue']",
+    "paid": "0",
+    "currency": "a['currency'].decode('ascii', 'replace')",
+    "issue_date": "a['issueDate']",
+    "due_date": "a['dueDate']",
+    "fingerprint": "a['fingerprint']",
+    "invoice_key": "a['invoiceKey']",
+    "number_hash": "a['invoiceNumberHash']",
+    "document_hash": "a['documentHash']",
+    "parent_id": "None",
+    "supersedes": "a['supersedes'] or None",
+    "registered_block": "block",
+}
+
+
+def _values_builder(table: Table, expressions: dict[str, str]) -> Any:
+    columns = _insert_columns(table)
+    if set(columns) != set(expressions):
+        raise RuntimeError(f"{table.name}: the row builder names {sorted(expressions)}, the table {sorted(columns)}")
+    namespace: dict[str, Any] = {}
+    exec(f"def values(a, block):\n    return ({', '.join(expressions[c] for c in columns)},)\n", namespace)
+    return namespace["values"]
+
+
+READY_ROWS: dict[str, Any] = {"ReceivableRegistered": _values_builder(table_of(Receivable), _REGISTERED_ROW)}
+"""Per event name, ``(args, block) -> values`` of the row the event creates, for the events whose handler
+takes those values instead of the event's fields (see :func:`registry.indexer.reader.prepare`)."""
+
+
+def _registered(b: Batch, values: tuple[Any, ...], block: int, log_index: int) -> None:
+    b.receivables.add_values(values[_REGISTERED_ID], values)
+
+
+_REGISTERED_ID = _insert_columns(table_of(Receivable)).index("id")
 
 
 def _status(status: Status) -> Any:

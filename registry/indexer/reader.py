@@ -259,8 +259,9 @@ class Prepared:
     end: LedgerPosition
     raw: list[tuple[Any, ...]]
     """``raw_events`` rows, :data:`RAW_COLUMNS` in order, in chain order."""
-    events: list[tuple[str, int, int, dict[str, Any]]]
-    """(name, block number, log index, fields) of every event, in chain order, for the projector."""
+    events: list[tuple[str, int, int, Any]]
+    """(name, block number, log index, fields) of every event, in chain order, for the projector (for
+    an event with a row builder, the row's values in place of the fields)."""
 
     def __len__(self) -> int:
         return len(self.events)
@@ -270,13 +271,17 @@ def prepare(
     events: list[DecodedEvent],
     start: LedgerPosition,
     writers: dict[str, Callable[[dict[str, Any]], str]] | None = None,
+    rows: dict[str, Callable[[dict[str, Any], int], Any]] | None = None,
 ) -> Prepared:
     """Folds ``events`` (in chain order) onto ``start`` and builds their ``raw_events`` rows (``writers``:
-    :func:`json_writers` of the events' ABI, for speed; the text is :func:`args_json`'s either way)."""
+    :func:`json_writers` of the events' ABI, for speed; the text is :func:`args_json`'s either way).
+    ``rows``: per event name, a builder of the row it creates (the projector's ``READY_ROWS``), whose
+    result then stands in the event's place of the fields."""
     writers = writers or {}
+    rows = rows or {}
     head, count = start.head, start.count
     raw: list[tuple[Any, ...]] = []
-    compact: list[tuple[str, int, int, dict[str, Any]]] = []
+    compact: list[tuple[str, int, int, Any]] = []
     add_raw, add_event = raw.append, compact.append
     # One string object per block and transaction hash (a block's logs each carry their own copy from the
     # JSON): pickled once to the indexer, and stored once in memory.
@@ -301,7 +306,8 @@ def prepare(
         else:
             text = args_json(args)
         add_raw((block, e.log_index, block_hash, tx_hash, name, seq, stored_head, text))
-        add_event((name, block, e.log_index, args))
+        build = rows.get(name)
+        add_event((name, block, e.log_index, args if build is None else build(args, block)))
     return Prepared(start, LedgerPosition(head, count), raw, compact)
 
 
@@ -349,6 +355,10 @@ class Reader:
         )
         self.fetcher.max_backoff = config.max_backoff
         self.writers = json_writers(self.abi)
+        # (Imported here: the projector imports this module's types.)
+        from registry.indexer.projector import READY_ROWS
+
+        self.rows = READY_ROWS
 
     def read(self, start: int, end: int, pin: dict[str, Any] | None, ledger: LedgerPosition, ahead: bool) -> Read:
         """Logs of [start, last <= end], their headers, folded onto ``ledger``; read ahead, also the
@@ -371,7 +381,7 @@ class Reader:
                 raise Retry
         decode = self.abi.decode_log
         events = [e for e in (decode(entry) for entry in logs) if e is not None]
-        prepared = prepare(events, ledger, self.writers)
+        prepared = prepare(events, ledger, self.writers, self.rows)
         contract = (
             self.contract_ledger(headers[last]["hash"]) if ahead and events and self.config.verify_ledger else None
         )

@@ -190,3 +190,73 @@ def test_a_first_block_denser_than_the_target_is_kept_whole() -> None:
     reader = Reader(chain, ReaderConfig("0x" + "00" * 20, 100, 1_000, 20, 256, 0.1, False))  # type: ignore[arg-type]
     read = reader.read(3, 20, None, LedgerPosition(GENESIS_HEAD, 0), ahead=False)
     assert read.last == 3  # one block cannot be split
+
+
+# ---------------------------------------------------------------------------------------- ready-made rows
+
+
+def _registered(rid: int, block: int, index: int) -> DecodedEvent:
+    args = {
+        "id": rid,
+        "creditor": 2,
+        "debtor": 4,
+        "fingerprint": bytes([rid]) * 32,
+        "invoiceKey": bytes([rid + 1]) * 32,
+        "invoiceNumberHash": bytes([rid + 2]) * 32,
+        "currency": b"CNY",
+        "faceValue": 1_000 * rid,
+        "issueDate": 100,
+        "dueDate": 200,
+        "documentHash": bytes(32),
+        "supersedes": 0,
+    }
+    return _event("ReceivableRegistered", args, block=block, index=index)
+
+
+def test_registrations_reach_the_projector_as_ready_rows_and_a_changed_one_becomes_a_row_again(
+    tmp_path: Any,
+) -> None:
+    """Registrations reach the projector as ready-made values; one changed later in the same batch (in
+    its own block, and in a later one) becomes a row first; one never changed is inserted as it came."""
+    from sqlalchemy import select
+
+    from registry.indexer.projector import READY_ROWS, Batch
+    from registry.store.db import make_engine, migrate
+    from registry.store.models import Receivable, table_of
+
+    events = [
+        _registered(1, 10, 0),
+        _registered(2, 10, 1),
+        _event("ReceivableConfirmed", {"id": 1, "fingerprint": bytes([1]) * 32}, block=10, index=2),
+        _registered(3, 11, 0),
+        _event("ReceivableConfirmed", {"id": 2, "fingerprint": bytes([2]) * 32}, block=12, index=0),
+    ]
+    start = LedgerPosition(GENESIS_HEAD, 0)
+    engine = make_engine(f"sqlite:///{tmp_path}/ready.db")
+    migrate(engine)
+    prepared = prepare(events, start, WRITERS, READY_ROWS)
+    assert isinstance(prepared.events[0][3], tuple) and isinstance(prepared.events[2][3], dict)
+    with engine.begin() as conn:
+        batch = Batch(conn, start)
+        batch.apply(prepared)
+        assert set(batch.receivables.current) == {1, 2}  # 3 stayed values: never changed
+        batch.flush()
+    table = table_of(Receivable)
+    with engine.connect() as conn:
+        ready = [dict(r) for r in conn.execute(select(table).order_by(table.c.row_id)).mappings()]
+    engine.dispose()
+    by_version = {(r["id"], r["valid_from"]): r for r in ready}
+    assert sorted(by_version) == [(1, 10), (2, 10), (2, 12), (3, 11)]
+    assert by_version[(1, 10)]["status"] == 2 and by_version[(1, 10)]["valid_to"] is None  # confirmed in place
+    assert by_version[(2, 10)]["valid_to"] == 12 and by_version[(2, 12)]["status"] == 2
+    assert by_version[(3, 11)] == {
+        **by_version[(3, 11)],
+        "status": 1,
+        "currency": "CNY",
+        "holder": 2,
+        "face_value": 3_000,
+        "supersedes": None,
+        "registered_block": 11,
+        "invoice_key": bytes([4]) * 32,
+    }
+    assert [r["id"] for r in ready] == [1, 2, 3, 2]  # row ids in creation order, as ever
