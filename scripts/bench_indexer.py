@@ -5,12 +5,12 @@ over a mirror of 1,000,000 receivables.
     python scripts/bench_indexer.py --json build/bench-indexer.json
 
 The chain (240,027 registry events: 200,000 registrations in 500-line batches, 30,000 confirmations,
-10,000 assignments, the consortium's admission) is built once on Anvil (25 to 40 minutes here, most of
-it Anvil mining the 40,000 single-call transactions; not timed) and cached under build/bench-chain/,
-keyed by the registry's ABI hash and the recipe; reruns load it with ``--load-state`` (about 12 s; the
-node then holds about 4 GB, because the indexer's ledger check calls ``ledger()`` pinned to old blocks
-and so needs their states). Blocks are few and full (about 20,000 events each): Anvil rehashes its
-whole state per block, about 3 s at this size.
+10,000 assignments, the consortium's admission; 37 blocks) is built once on Anvil (about 3 minutes here;
+not timed) and cached under build/bench-chain/, keyed by the registry's ABI hash and the recipe; reruns
+load it with ``--load-state`` (about 25 s; the node then holds about 4 GB, because the indexer's ledger
+check calls ``ledger()`` pinned to old blocks and so needs their states). Blocks are few and full
+(registrations about 23,000 events a block, confirmations and assignments 2,000 transactions a block):
+Anvil rehashes its whole state per block, about 3 s at this size.
 The 1M-row check database is cached under build/bench-indexer/ (built in about 35 s).
 
 What is timed:
@@ -387,6 +387,8 @@ class Backfill:
     counts: list[int]
     cpu_seconds: float
     """CPU time of the indexing thread (not the node's, nor PostgreSQL's): the wall time less waiting."""
+    reader_cpu_seconds: float | None = None
+    """CPU time of the reader process (reading ahead: fetch, decode, fold, rows), if one ran."""
 
     @property
     def rate(self) -> float:
@@ -428,6 +430,7 @@ def backfill(bc: BenchChain, engine: Engine, profile: Path | None = None, initia
             profiler.disable()
         seconds = time.perf_counter() - t0
         cpu = time.thread_time() - c0
+        reader_cpu = indexer.reader_cpu_seconds()
     finally:
         indexer.close()
     if profiler and profile:
@@ -437,7 +440,7 @@ def backfill(bc: BenchChain, engine: Engine, profile: Path | None = None, initia
     if indexer.cursor().ledger.count != bc.registry.ledger()[1]:
         raise RuntimeError("backfill: the mirror's ledger count differs from the contract's")
     blocks = ranges[-1][1] - ranges[0][0] + 1 if ranges else 0
-    return Backfill(events, seconds, len(ranges), ranges, blocks, counts, cpu)
+    return Backfill(events, seconds, len(ranges), ranges, blocks, counts, cpu, reader_cpu)
 
 
 def raw_fetch_decode(bc: BenchChain, ranges: Sequence[tuple[int, int]]) -> tuple[int, float]:
@@ -933,11 +936,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     events=sq.events,
                     sqlite_seconds=round(sq.seconds, 2),
                     sqlite_cpu_seconds=round(sq.cpu_seconds, 2),
+                    sqlite_reader_cpu_seconds=sq.reader_cpu_seconds,
                     batches=sq.batches,
                     batch_events_max=max(sq.counts),
                     blocks=sq.blocks,
                 )
-                log(f"sqlite: {sq.events} events in {sq.seconds:.2f}s = {sq.rate:,.0f}/s ({sq.batches} batches)")
+                log(
+                    f"sqlite: {sq.events} events in {sq.seconds:.2f}s = {sq.rate:,.0f}/s ({sq.batches} batches; "
+                    f"CPU: indexer {sq.cpu_seconds:.2f}s, reader process {sq.reader_cpu_seconds or 0:.2f}s)"
+                )
                 events, seconds = raw_fetch_decode(bc, ranges)
                 if events != sq.events:
                     raise RuntimeError(f"raw: {events} events decoded, the indexer stored {sq.events}")
@@ -957,6 +964,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             postgres_events_per_s=round(pg.rate),
                             postgres_seconds=round(pg.seconds, 2),
                             postgres_client_cpu_seconds=round(pg.cpu_seconds, 2),
+                            postgres_reader_cpu_seconds=pg.reader_cpu_seconds,
                         )
                         result["events"] = result["events"] or pg.events
                         if result["raw_events_per_s"]:

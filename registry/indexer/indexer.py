@@ -194,6 +194,10 @@ class Indexer:
         self.lock.release()
         self._started = False
 
+    def reader_cpu_seconds(self) -> float | None:
+        """CPU time of the reader process so far (None: none running, or unknown here)."""
+        return self._process.cpu_seconds() if self._process is not None else None
+
     def stop(self) -> None:
         self._stop.set()
 

@@ -404,6 +404,7 @@ def test_read_ahead_gives_the_mirror_a_foreground_read_gives(stack: Stack, sqlit
         indexer.sync()
         if reader == "process":
             assert indexer._process is not None, "the reader process was never started"
+            assert (indexer.reader_cpu_seconds() or 0) > 0
     with Indexer(stack.chain, stack.deployment, plain, IndexerConfig(prefetch=False, **small)) as indexer:
         indexer.sync()
     assert table_rows(ahead) == table_rows(plain)
