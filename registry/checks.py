@@ -1417,8 +1417,8 @@ class DuplicateChecker:
             staleness_seconds=as_of.staleness,
         )
 
-    @staticmethod
     def _row_result(
+        self,
         as_of: _AsOf,
         row: Sequence[Any] | None,
         fingerprint: bytes,
@@ -1430,20 +1430,7 @@ class DuplicateChecker:
         """:meth:`_result` from a row of :meth:`_BulkSql.exact` (no :class:`_Match` in between: a bulk
         check's hot loop); ``financed_splits``: the lineages of split matches with a financed part."""
         if row is None:
-            return CheckResult(
-                registered=False,
-                status=Status.NONE,
-                financed=False,
-                receivable_id=None,
-                match=None,
-                parties=None,
-                near_duplicates=flags,
-                duplicate_of_line=duplicate_of_line,
-                as_of_block=as_of.block,
-                as_of_block_hash=as_of.block_hash,
-                as_of_timestamp=as_of.timestamp,
-                staleness_seconds=as_of.staleness,
-            )
+            return self._result(as_of, None, None, viewer, flags, duplicate_of_line)
         rid, code, creditor, debtor, holder, currency, face_value, paid, due_date, _, fp, number_hash, assigned = row
         status = _STATUSES[code]
         parts_financed = (
