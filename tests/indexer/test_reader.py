@@ -6,7 +6,11 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import subprocess
+import sys
+import time
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -260,3 +264,30 @@ def test_registrations_reach_the_projector_as_ready_rows_and_a_changed_one_becom
         "invoice_key": bytes([4]) * 32,
     }
     assert [r["id"] for r in ready] == [1, 2, 3, 2]  # row ids in creation order, as ever
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")  # exited (a zombie until whoever adopted it reaps it)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_an_indexer_killed_with_minus_9_leaves_no_reader_process_behind() -> None:
+    """The reader ends by itself when its input closes, which a killed parent's exit does."""
+    code = (
+        "import os, signal\n"
+        "from registry.indexer.reader import ReaderConfig, ReaderProcess\n"
+        "p = ReaderProcess('http://127.0.0.1:9', 1.0, ReaderConfig('0x' + '00' * 20, 1, 10, 10, 8, 0.1, True))\n"
+        "print(p._child.pid, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    parent = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert parent.returncode == -9
+    pid = int(parent.stdout.strip())
+    deadline = time.monotonic() + 30
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(pid), f"the reader process {pid} outlived its killed parent"
