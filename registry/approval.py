@@ -640,8 +640,16 @@ class OfferDesk:
         existing = self._offer_by_digest(offered.digest)
         if existing is not None:
             return existing
-        self.relayer.check(request, "assign")  # signature, nonce, deadline, and the contract's own checks
-        row, holder = self._mirror_row(offered)
+        try:
+            self.relayer.check(request, "assign")  # signature, nonce, deadline, and the contract's own checks
+            row, holder = self._mirror_row(offered)
+        except Exception:
+            # The same request offered at the same moment elsewhere may have been decided, relayed and
+            # indexed meanwhile (its nonce used, the factor now the holder): then it is that offer.
+            found = self._offer_by_digest(offered.digest)
+            if found is not None:
+                return found
+            raise
         if invoice is not None and (row["fingerprint"] is None or invoice.fingerprint != bytes(row["fingerprint"])):
             message = "the invoice fields given are not those of the offered receivable"
             raise OfferError(422, "offer.invoice_mismatch", message, "invoice")

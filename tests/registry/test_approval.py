@@ -440,6 +440,30 @@ def test_the_same_offer_submitted_twice_at_once_is_one_offer_and_one_transaction
         assert len(conn.execute(select(table_of(Offer).c.id)).all()) == 1
 
 
+def test_an_offer_submitted_again_while_its_twin_was_relayed_is_that_offer(desk: Desk) -> None:
+    """The race behind the test above, made certain: the second submission finds no offer with its digest,
+    then the first is decided, relayed and indexed (nonce used, the factor the holder now) before the
+    second checks the request; that check fails, and the second submission is the first offer."""
+    creditor, debtor, factor = desk.consortium.creditors[0], desk.consortium.debtors[0], desk.consortium.factors[0]
+    desk.set_policy(factor)
+    rid, invoice = desk.confirmed(creditor, debtor)
+    request = desk.offer(creditor, rid, factor, invoice.face_value * 8 // 10)
+    first = desk.desk.submit(request)
+    assert first.state == "assigned"
+    lookup = desk.desk._offer_by_digest
+    calls: list[int] = []
+
+    def not_yet_the_first_time(*args: Any) -> Any:
+        calls.append(1)
+        return None if len(calls) == 1 else lookup(*args)
+
+    desk.desk._offer_by_digest = not_yet_the_first_time  # type: ignore[method-assign]
+    again = desk.desk.submit(request)
+    assert again.id == first.id and again.state == "assigned" and len(calls) >= 2
+    with desk.desk.engine.connect() as conn:
+        assert len(conn.execute(select(table_of(Offer).c.id)).all()) == 1
+
+
 def test_an_offer_accepted_but_not_relayed_before_a_crash_is_relayed_on_resume(desk: Desk) -> None:
     creditor, debtor, factor = desk.consortium.creditors[0], desk.consortium.debtors[0], desk.consortium.factors[0]
     desk.set_policy(factor)
