@@ -560,20 +560,40 @@ class ReaderProcess:
 
 
 def _serve(requests: IO[bytes], answers: IO[bytes]) -> None:
-    """The reader process: a :class:`Reader` answering requests until its input closes."""
+    """The reader process: a :class:`Reader` answering requests until its input closes.
+
+    Having answered a read that stopped short of its range's end, it reads the next range at once (from
+    the answer's last block and ledger position on) and holds it, pickled: the indexer's next request,
+    sent once it has taken the answer, almost always asks for exactly that, and then gets it without
+    the reader having idled through the hand-over. Anything else asked is read as asked (what was held
+    is dropped); the indexer checks what it gets against its cursor either way."""
     url, timeout, config = pickle.loads(_receive(requests))
     reader = Reader(ChainClient(url, timeout=timeout), config)
+    held: tuple[Read, bytes] | None = None  # a read of the following range, and its pickle
     while True:
         try:
             start, end, ledger = pickle.loads(_receive(requests))
         except EOFError:
             return
         outcome: Read | _Failed
-        try:
-            outcome = reader.read(start, end, None, ledger, ahead=True)
-        except Exception as exc:
-            outcome = _Failed(exc)
-        _send(answers, pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
+        if held is not None and (held[0].start, held[0].prepared.start) == (start, ledger) and held[0].end <= end:
+            outcome, answer = held
+        else:
+            outcome = _read_or_failure(reader, start, end, ledger)
+            answer = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+        held = None
+        _send(answers, answer)
+        if isinstance(outcome, Read) and outcome.last < outcome.end:
+            ahead = _read_or_failure(reader, outcome.last + 1, outcome.end, outcome.prepared.end)
+            if isinstance(ahead, Read):
+                held = (ahead, pickle.dumps(ahead, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _read_or_failure(reader: Reader, start: int, end: int, ledger: LedgerPosition) -> Read | _Failed:
+    try:
+        return reader.read(start, end, None, ledger, ahead=True)
+    except Exception as exc:
+        return _Failed(exc)
 
 
 if __name__ == "__main__":
