@@ -559,7 +559,7 @@ class ReaderProcess:
             self._output.close()
 
 
-def _serve(requests: IO[bytes], answers: IO[bytes]) -> None:
+def _serve(requests: IO[bytes], answers: IO[bytes], reader: Reader | None = None) -> None:
     """The reader process: a :class:`Reader` answering requests until its input closes.
 
     Having answered a read that stopped short of its range's end, it reads the next range at once (from
@@ -568,7 +568,8 @@ def _serve(requests: IO[bytes], answers: IO[bytes]) -> None:
     the reader having idled through the hand-over. Anything else asked is read as asked (what was held
     is dropped); the indexer checks what it gets against its cursor either way."""
     url, timeout, config = pickle.loads(_receive(requests))
-    reader = Reader(ChainClient(url, timeout=timeout), config)
+    if reader is None:  # (given: a test's)
+        reader = Reader(ChainClient(url, timeout=timeout), config)
     held: tuple[Read, bytes] | None = None  # a read of the following range, and its pickle
     while True:
         try:

@@ -291,3 +291,66 @@ def test_an_indexer_killed_with_minus_9_leaves_no_reader_process_behind() -> Non
     while not _gone(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _gone(pid), f"the reader process {pid} outlived its killed parent"
+
+
+# ---------------------------------------------------------------------------------------- the held range
+
+
+class _Ranges:
+    """A stand-in for the reader: ranges of 3 blocks; logs what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[int, int, LedgerPosition]] = []
+
+    def read(self, start: int, end: int, pin: Any, ledger: LedgerPosition, ahead: bool) -> Any:
+        from registry.indexer.reader import Prepared, Read
+
+        self.asked.append((start, end, ledger))
+        last = min(end, start + 2)
+        after = LedgerPosition(bytes([last]) * 32, last)
+        return Read(start, end, "0xpin", last, {}, Prepared(ledger, after, [], []), None)
+
+
+def _serve_requests(requests: list[tuple[int, int, LedgerPosition]]) -> tuple[list[Any], _Ranges]:
+    from registry.indexer.reader import _serve
+
+    stream = io.BytesIO()
+    _send(stream, pickle.dumps(("http://unused", 1.0, None)))
+    for request in requests:
+        _send(stream, pickle.dumps(request))
+    stream.seek(0)
+    answers, ranges = io.BytesIO(), _Ranges()
+    _serve(stream, answers, ranges)  # type: ignore[arg-type]
+    answers.seek(0)
+    out = []
+    while True:
+        try:
+            out.append(pickle.loads(_receive(answers)))
+        except EOFError:
+            return out, ranges
+
+
+def test_the_reader_holds_the_following_range_and_answers_a_request_for_it_without_reading_again() -> None:
+    genesis = LedgerPosition(GENESIS_HEAD, 0)
+    after_3 = LedgerPosition(bytes([3]) * 32, 3)
+    answers, ranges = _serve_requests([(1, 10, genesis), (4, 12, after_3)])
+    assert [(a.start, a.last) for a in answers] == [(1, 3), (4, 6)]
+    # Asked 1-10; then read 4-10 unasked (held); the request for 4 from the same ledger (a farther end)
+    # got the held read; then 7-10 was read ahead in turn (and dropped when the input ended).
+    assert ranges.asked == [(1, 10, genesis), (4, 10, after_3), (7, 10, LedgerPosition(bytes([6]) * 32, 6))]
+    assert answers[1].end == 10 and answers[1].prepared.start == after_3
+
+
+def test_a_request_other_than_the_held_range_is_read_as_asked() -> None:
+    genesis = LedgerPosition(GENESIS_HEAD, 0)
+    elsewhere = LedgerPosition(b"\x09" * 32, 9)  # after a rollback the cursor, and so the ledger, differ
+    answers, ranges = _serve_requests([(1, 10, genesis), (4, 10, elsewhere), (2, 10, genesis)])
+    assert [(a.start, a.prepared.start) for a in answers] == [(1, genesis), (4, elsewhere), (2, genesis)]
+    assert [(start, ledger) for start, _, ledger in ranges.asked] == [
+        (1, genesis),
+        (4, LedgerPosition(bytes([3]) * 32, 3)),  # held, then dropped: another ledger was asked for
+        (4, elsewhere),
+        (7, LedgerPosition(bytes([6]) * 32, 6)),  # held, then dropped: another start was asked for
+        (2, genesis),
+        (5, LedgerPosition(bytes([4]) * 32, 4)),
+    ]
