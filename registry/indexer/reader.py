@@ -323,8 +323,6 @@ class Read:
 
     start: int
     end: int
-    pin: str
-    """The hash the range's bounding block (``end``) had before the logs were fetched."""
     last: int
     headers: dict[int, dict[str, Any]]
     prepared: Prepared
@@ -385,7 +383,7 @@ class Reader:
         contract = (
             self.contract_ledger(headers[last]["hash"]) if ahead and events and self.config.verify_ledger else None
         )
-        return Read(start, end, pin["hash"], last, headers, prepared, contract)
+        return Read(start, end, last, headers, prepared, contract)
 
     def _cut(self, logs: list[dict[str, Any]], start: int, last: int) -> tuple[list[dict[str, Any]], int]:
         """A range far denser than the span expected (a sparse stretch, then a dense one): keep the whole

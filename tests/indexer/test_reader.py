@@ -308,7 +308,7 @@ class _Ranges:
         self.asked.append((start, end, ledger))
         last = min(end, start + 2)
         after = LedgerPosition(bytes([last]) * 32, last)
-        return Read(start, end, "0xpin", last, {}, Prepared(ledger, after, [], []), None)
+        return Read(start, end, last, {}, Prepared(ledger, after, [], []), None)
 
 
 def _serve_requests(requests: list[tuple[int, int, LedgerPosition]]) -> tuple[list[Any], _Ranges]:
