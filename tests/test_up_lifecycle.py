@@ -155,3 +155,42 @@ def _rpc_url(data_dir: Path) -> str:
     found = re.search(r"^node\s+anvil at (http://\S+)", (data_dir / "up.log").read_text(), re.M)
     assert found, (data_dir / "up.log").read_text()
     return found.group(1)
+
+
+def test_a_backgrounded_up_stops_on_sigint_even_while_it_is_starting(tmp_path: Path) -> None:
+    """A shell starts a background job with SIGINT ignored; `registry up` must still stop on SIGINT, also
+    one that comes while it deploys and seeds (before it waits for Ctrl-C), leaving no node behind."""
+    env = {
+        **os.environ,
+        "REGISTRY_DATA_DIR": str(tmp_path),
+        "REGISTRY_RPC_PORT": "0",
+        "REGISTRY_API_PORT": "0",
+        "REGISTRY_DEMO_INVOICES": "40",
+        "PYTHONUNBUFFERED": "1",
+    }
+    for name in ("REGISTRY_RPC_URL", "REGISTRY_DATABASE_URL", "REGISTRY_CLI_API"):
+        env.pop(name, None)
+    log = (tmp_path / "up.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "registry.cli", "up"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as a shell's background job
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (tmp_path / "deployment.json").exists():  # deployed: the node runs, the seed starts
+            assert process.poll() is None, (tmp_path / "up.log").read_text()
+            assert time.monotonic() < deadline, "registry up did not deploy in time"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        process.wait(60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            subprocess.run(["pkill", "-f", str(tmp_path)], check=False)  # its node, orphaned by the kill
+        log.close()
+    assert "stopped" in (tmp_path / "up.log").read_text()
+    left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False).stdout
+    assert not left.strip(), f"processes left behind: {left}"

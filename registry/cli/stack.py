@@ -277,6 +277,9 @@ def up(
     indexing: threading.Thread | None = None
     api: _ApiServer | None = None
     workers: Workers | None = None
+    # From here on Ctrl-C and SIGTERM stop the stack, also while it starts (a signal that came before
+    # the wait below used to be lost when a shell had started it in the background, SIGINT ignored).
+    _interrupt_on_signals()
     with errors():
         node.start()
     try:
@@ -405,6 +408,17 @@ def serve(
         application = create_app(settings)
     console.print(f"API at {settings.api_url} (docs {settings.api_url}/docs); Ctrl-C stops")
     uvicorn.run(application, host=settings.api_host, port=settings.api_port, log_level="info")
+
+
+def _interrupt_on_signals() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread (SIGINT even if the shell that
+    started the process in the background made it ignore SIGINT)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _wait_for_interrupt() -> None:
