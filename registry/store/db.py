@@ -11,14 +11,14 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, Index, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection
 
 from registry.errors import RegistryError
@@ -136,9 +136,39 @@ def migrate(engine: Engine) -> None:
     a transaction was begun explicitly; a kill -9 mid-migration then left a half-built schema that
     the next start could not migrate.)"""
     with engine.begin() as connection:
-        if connection.dialect.name == "sqlite":
-            connection.exec_driver_sql("BEGIN")
+        transactional_ddl(connection)
         command.upgrade(alembic_config(connection), "head")
+
+
+def transactional_ddl(conn: Connection) -> None:
+    """Makes the DDL that follows part of ``conn``'s transaction. (Python's sqlite3 driver begins a
+    transaction before DML only: DDL that comes first commits on its own.)"""
+    if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+        conn.exec_driver_sql("BEGIN")
+
+
+def drop_indexes(conn: Connection, indexes: Sequence[Index]) -> list[str]:
+    """Drops those of ``indexes`` that exist, in ``conn``'s transaction; returns their names."""
+    dropped = [ix for ix in indexes if _has_index(conn, ix)]
+    if dropped:
+        transactional_ddl(conn)
+    for ix in dropped:
+        ix.drop(conn)
+    return [str(ix.name) for ix in dropped]
+
+
+def create_indexes(conn: Connection, indexes: Sequence[Index]) -> list[str]:
+    """Creates those of ``indexes`` that do not exist, in ``conn``'s transaction; returns their names."""
+    missing = [ix for ix in indexes if not _has_index(conn, ix)]
+    if missing:
+        transactional_ddl(conn)
+    for ix in missing:
+        ix.create(conn)
+    return [str(ix.name) for ix in missing]
+
+
+def _has_index(conn: Connection, index: Index) -> bool:
+    return inspect(conn).has_index(index.table.name, str(index.name))  # type: ignore[union-attr]
 
 
 def reset_database(engine: Engine) -> None:

@@ -3,6 +3,7 @@ framing and failure handling (no node needed)."""
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import pickle
@@ -27,6 +28,7 @@ from registry.indexer.reader import (
     _send,
     args_json,
     json_writers,
+    paused_gc,
     prepare,
 )
 from registry.ledger import GENESIS_HEAD, LedgerState, replay
@@ -354,3 +356,23 @@ def test_a_request_other_than_the_held_range_is_read_as_asked() -> None:
         (2, genesis),
         (5, LedgerPosition(bytes([4]) * 32, 4)),
     ]
+
+
+def test_the_collector_is_paused_for_a_batch_and_resumed_after_it_even_on_an_error() -> None:
+    assert gc.isenabled()
+    with paused_gc():
+        assert not gc.isenabled()
+        with paused_gc():  # (another thread's batch meanwhile)
+            assert not gc.isenabled()
+        assert not gc.isenabled(), "the inner pause must not resume what the outer one paused"
+    assert gc.isenabled()
+    with pytest.raises(ZeroDivisionError), paused_gc():
+        1 / 0  # noqa: B018
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc():
+            pass
+        assert not gc.isenabled(), "a collector paused by someone else stays paused"
+    finally:
+        gc.enable()

@@ -1,0 +1,166 @@
+"""Bulk load: a backfill into an (almost) empty mirror leaves the check indexes out and builds them again.
+
+The indexes only readers use (``CHECK_INDEXES``) are dropped in the transaction of the first big
+batch and built in the transaction of the batch that catches up; the mirror then equals a re-index
+that never left them out, with the indexes exactly as the migrations define them. A table already
+holding more rows than the batch keeps them. An indexer stopped before catching up builds them as it
+closes; one killed builds them at its next start, before indexing anything.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, inspect
+
+from registry.chain.client import ChainClient
+from registry.chain.deployment import Deployment
+from registry.demo import seed_ledger
+from registry.indexer.indexer import Indexer, IndexerConfig
+from registry.store.db import make_engine, migrate
+from registry.store.models import CHECK_INDEXES
+from tests.indexer.oracle import Stack, check_mirror, local_stack, run_child
+
+
+@pytest.fixture(scope="module")
+def seeded() -> Iterator[Stack]:
+    with local_stack() as stack:
+        seed_ledger(stack.registry, stack.consortium, per_state=2)
+        yield stack
+
+
+def bulk(threshold: int | None = 2) -> IndexerConfig:
+    """Batches of a few blocks (several events each) and a bulk-load threshold those batches reach."""
+    return IndexerConfig(
+        initial_log_range=4, max_log_range=4, read_process_from=None, defer_check_indexes_from=threshold
+    )
+
+
+def present(engine: Engine) -> set[str]:
+    """The check indexes the database has now."""
+    with engine.connect() as conn:
+        return {str(ix["name"]) for ix in inspect(conn).get_indexes("receivables")} & set(CHECK_INDEXES)
+
+
+def definitions(engine: Engine) -> dict[str, tuple[object, ...]]:
+    """Each check index's columns, uniqueness and partial-index condition, as the database reports them."""
+    with engine.connect() as conn:
+        indexes = inspect(conn).get_indexes("receivables")
+    return {
+        str(ix["name"]): (
+            tuple(ix["column_names"]),
+            bool(ix["unique"]),
+            str(ix.get("dialect_options", {}).get(f"{engine.dialect.name}_where", "")),
+        )
+        for ix in indexes
+        if ix["name"] in CHECK_INDEXES
+    }
+
+
+def migrated(url: str) -> Engine:
+    engine = make_engine(url)
+    migrate(engine)
+    return engine
+
+
+def watch(indexer: Indexer, engine: Engine) -> list[set[str]]:
+    """The check indexes present after each committed batch."""
+    seen: list[set[str]] = []
+    indexer.on_batch = lambda last, events: seen.append(present(engine))
+    return seen
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_a_bulk_load_leaves_the_check_indexes_out_and_the_mirror_ends_as_a_reindex(
+    seeded: Stack, request: pytest.FixtureRequest, db: str
+) -> None:
+    url = str(request.getfixturevalue("postgres_url" if db == "postgresql" else "sqlite_url"))
+    engine = make_engine(url)
+    with Indexer(seeded.chain, seeded.deployment, engine, bulk()) as indexer:
+        expected = definitions(engine)  # as the migrations made them
+        assert set(expected) == set(CHECK_INDEXES)
+        seen = watch(indexer, engine)
+        indexer.sync()
+    assert len(seen) > 3
+    assert seen[0] == set(), "the first big batch into an empty table should have dropped them"
+    assert seen[-1] == set(CHECK_INDEXES), "the batch that caught up should have built them"
+    assert all(s in (set(), set(CHECK_INDEXES)) for s in seen), "dropped and built all together"
+    assert definitions(engine) == expected
+    check_mirror(engine, seeded.chain, seeded.deployment)  # against a re-index that keeps them throughout
+    engine.dispose()
+
+
+def test_a_table_holding_more_rows_than_the_batch_keeps_its_indexes(seeded: Stack, sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    head = seeded.chain.block_number()
+    with Indexer(seeded.chain, seeded.deployment, engine, bulk(None)) as indexer:
+        indexer.sync(until_block=head - 12)  # most of the ledger, indexes kept (no bulk load)
+        seen = watch(indexer, engine)
+        indexer.config.defer_check_indexes_from = 2
+        indexer.sync()
+    assert seen and all(s == set(CHECK_INDEXES) for s in seen), seen
+    check_mirror(engine, seeded.chain, seeded.deployment)
+    engine.dispose()
+
+
+def test_an_indexer_stopped_before_catching_up_builds_them_as_it_closes(seeded: Stack, sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    indexer = Indexer(seeded.chain, seeded.deployment, engine, bulk())
+    seen: list[set[str]] = []
+
+    def look_then_stop(last: int, events: int) -> None:
+        seen.append(present(engine))
+        indexer.stop()
+
+    indexer.on_batch = look_then_stop
+    try:
+        indexer.sync()
+        assert seen == [set()] and present(engine) == set()
+        assert indexer.cursor().block_number < seeded.chain.block_number()
+    finally:
+        indexer.close()
+    assert present(engine) == set(CHECK_INDEXES)
+    with Indexer(seeded.chain, seeded.deployment, engine, bulk()) as again:
+        again.sync()
+    check_mirror(engine, seeded.chain, seeded.deployment)
+    engine.dispose()
+
+
+def index_and_die_once_they_are_out(url: str, rpc_url: str, deployment_path: str) -> None:
+    """(In a forked child.) Bulk-loads and kills itself with SIGKILL after the first batch without them."""
+    engine = make_engine(url)
+    with ChainClient(rpc_url) as chain:
+        indexer = Indexer(chain, Deployment.load(Path(deployment_path)), engine, bulk())
+
+        def die_once_out(last: int, events: int) -> None:
+            if not present(engine):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        indexer.on_batch = die_once_out
+        indexer.sync()
+
+
+def test_a_killed_bulk_load_builds_them_at_the_next_start_before_indexing(
+    seeded: Stack, sqlite_url: str, tmp_path: Path
+) -> None:
+    deployment = tmp_path / "deployment.json"
+    seeded.deployment.save(deployment)
+    status = run_child(index_and_die_once_they_are_out, sqlite_url, seeded.node.url, str(deployment))
+    assert status == -signal.SIGKILL
+    engine = make_engine(sqlite_url)
+    assert present(engine) == set(), "the kill came after a batch committed without them"
+    behind = Indexer(seeded.chain, seeded.deployment, engine, bulk(None))
+    behind.start()
+    try:
+        assert present(engine) == set(CHECK_INDEXES), "start() should build them before any batch"
+        assert behind.cursor().block_number < seeded.chain.block_number()
+        behind.sync()
+    finally:
+        behind.close()
+    check_mirror(engine, seeded.chain, seeded.deployment)
+    assert definitions(engine) == definitions(migrated(f"sqlite:///{tmp_path / 'reference.db'}"))
+    engine.dispose()
