@@ -23,9 +23,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -356,6 +356,21 @@ class ReaderConfig:
     header_window: int
     max_backoff: float
     verify_ledger: bool
+    fetch_ahead: bool = False
+    """Fetch the next range from the node while this one is prepared (see :meth:`Reader.read`): on in
+    the reader process, whose ranges follow one another; off where reads are one-off."""
+
+
+@dataclass
+class _Fetched:
+    """The node's answers for one range (:meth:`Reader._fetch`), checked for consistency, not decoded."""
+
+    start: int
+    end: int
+    last: int
+    logs: list[dict[str, Any]]
+    headers: dict[int, dict[str, Any]]
+    ledger: tuple[bytes, int] | None
 
 
 class Reader:
@@ -374,11 +389,31 @@ class Reader:
         from registry.indexer.projector import READY_ROWS
 
         self.rows = READY_ROWS
+        self._fetching: ThreadPoolExecutor | None = None
+        self._next: Future[_Fetched] | None = None
 
     def read(self, start: int, end: int, pin: dict[str, Any] | None, ledger: LedgerPosition, ahead: bool) -> Read:
         """Logs of [start, last <= end], their headers, folded onto ``ledger``; read ahead, also the
         contract's ledger at ``last`` (by block hash). Checks that the logs, the headers and the pinned
-        end block belong together (:class:`Retry` if not), nothing against the cursor: the caller does."""
+        end block belong together (:class:`Retry` if not), nothing against the cursor: the caller does.
+
+        With ``config.fetch_ahead``, once the node has answered for this range the next one (from
+        ``last + 1`` to the same end) is fetched on a thread while this one is decoded and folded, so that
+        the node's time and the decoding overlap; the next read takes it if it asks for that range (and,
+        pinned, the pin still matches), else it is dropped. At most one fetch is under way at a time."""
+        fetched = self._take_fetched(start, end, pin)
+        if fetched is None:
+            fetched = self._fetch(start, end, pin, ahead)
+        if self.config.fetch_ahead and fetched.last < fetched.end:
+            self._fetch_next(fetched.last + 1, fetched.end, ahead)
+        decode = self.abi.decode_log
+        events = [e for e in (decode(entry) for entry in fetched.logs) if e is not None]
+        prepared = prepare(events, ledger, self.writers, self.rows)
+        contract = fetched.ledger if events else None
+        return Read(start, fetched.end, fetched.last, fetched.headers, prepared, contract)
+
+    def _fetch(self, start: int, end: int, pin: dict[str, Any] | None, ahead: bool) -> _Fetched:
+        """The node's half of :meth:`read`: logs, headers, consistency checks, the contract's ledger."""
         pin = pin if pin is not None else self.header(end)
         try:
             logs, last = self.fetcher.fetch(start, end)
@@ -394,13 +429,36 @@ class Reader:
         for entry in logs:
             if headers[int(entry["blockNumber"], 16)]["hash"] != entry["blockHash"]:
                 raise Retry
-        decode = self.abi.decode_log
-        events = [e for e in (decode(entry) for entry in logs) if e is not None]
-        prepared = prepare(events, ledger, self.writers, self.rows)
-        contract = (
-            self.contract_ledger(headers[last]["hash"]) if ahead and events and self.config.verify_ledger else None
-        )
-        return Read(start, end, last, headers, prepared, contract)
+        contract = self.contract_ledger(headers[last]["hash"]) if ahead and logs and self.config.verify_ledger else None
+        return _Fetched(start, end, last, logs, headers, contract)
+
+    def _fetch_next(self, start: int, end: int, ahead: bool) -> None:
+        if self._fetching is None:
+            self._fetching = ThreadPoolExecutor(1, thread_name_prefix="reader-fetch-ahead")
+        self._next = self._fetching.submit(self._fetch, start, end, None, ahead)
+
+    def _take_fetched(self, start: int, end: int, pin: dict[str, Any] | None) -> _Fetched | None:
+        """What was fetched ahead, if it is [start, <= end] and agrees with ``pin``; else None (dropped)."""
+        pending, self._next = self._next, None
+        if pending is None:
+            return None
+        try:
+            fetched = pending.result()
+        except Exception as exc:  # read again in the foreground, which raises it if it persists
+            log.debug("fetch-ahead of %d- failed (%s); reading it again", start, exc)
+            return None
+        if fetched.start != start or fetched.end > end:
+            return None
+        if pin is not None and fetched.end == end and fetched.headers[end]["hash"] != pin["hash"]:
+            return None
+        return fetched
+
+    def close(self) -> None:
+        """Ends the fetch-ahead thread (waiting for a fetch under way)."""
+        self._next = None
+        if self._fetching is not None:
+            self._fetching.shutdown(wait=True, cancel_futures=True)
+            self._fetching = None
 
     def _cut(self, logs: list[dict[str, Any]], start: int, last: int) -> tuple[list[dict[str, Any]], int]:
         """A range far denser than the span expected (a sparse stretch, then a dense one): keep the whole
@@ -584,7 +642,14 @@ def _serve(requests: IO[bytes], answers: IO[bytes], reader: Reader | None = None
     is dropped); the indexer checks what it gets against its cursor either way."""
     url, timeout, config = pickle.loads(_receive(requests))
     if reader is None:  # (given: a test's)
-        reader = Reader(ChainClient(url, timeout=timeout), config)
+        reader = Reader(ChainClient(url, timeout=timeout), replace(config, fetch_ahead=True))
+    try:
+        _answer(requests, answers, reader)
+    finally:
+        reader.close()
+
+
+def _answer(requests: IO[bytes], answers: IO[bytes], reader: Reader) -> None:
     held: tuple[Read, bytes] | None = None  # a read of the following range, and its pickle
     while True:
         try:

@@ -198,6 +198,48 @@ def test_a_first_block_denser_than_the_target_is_kept_whole() -> None:
     assert read.last == 3  # one block cannot be split
 
 
+def _fetching_reader(chain: _Chain) -> Any:
+    from registry.indexer.reader import Reader, ReaderConfig
+
+    config = ReaderConfig("0x" + "00" * 20, 100, 1_000, 20, 256, 0.1, False, fetch_ahead=True)
+    return Reader(chain, config)  # type: ignore[arg-type]
+
+
+def test_the_next_range_is_fetched_while_this_one_is_prepared_and_taken_by_the_next_read() -> None:
+    chain = _Chain({n: 30 for n in range(5, 11)})  # 180 logs: the first read keeps blocks 1-5
+    reader = _fetching_reader(chain)
+    first = reader.read(1, 20, None, LedgerPosition(GENESIS_HEAD, 0), ahead=False)
+    assert first.last == 5
+    ahead = reader._next.result(timeout=10)  # the fetch from block 6 on, under way on the thread
+    assert chain.requests[-1][0] == 6 and len(chain.requests) == 2
+    second = reader.read(6, 20, None, first.prepared.end, ahead=False)
+    reader.close()  # (waits for the fetch after it, if any)
+    assert [r for r in chain.requests if r[0] == 6] == [chain.requests[1]], "block 6 on is not fetched again"
+    assert (second.start, second.last, second.end) == (6, ahead.last, 20)
+    assert set(second.headers) >= {6, ahead.last, 20}
+
+
+def test_a_read_of_another_range_drops_what_was_fetched_ahead_and_a_failed_fetch_is_read_again() -> None:
+    chain = _Chain({n: 30 for n in range(5, 11)})
+    reader = _fetching_reader(chain)
+    first = reader.read(1, 20, None, LedgerPosition(GENESIS_HEAD, 0), ahead=False)
+    reader.read(3, 20, None, first.prepared.start, ahead=False)  # (a rollback's re-read, say)
+    assert chain.requests[-1][0] == 3, "another start is read as asked"
+    reader.close()
+
+    failing = _Chain({n: 30 for n in range(5, 11)})
+    reader = _fetching_reader(failing)
+    first = reader.read(1, 20, None, LedgerPosition(GENESIS_HEAD, 0), ahead=False)
+    reader._next.result(timeout=10)
+    broken: Future[Any] = Future()
+    broken.set_exception(ConnectionError("node gone"))
+    reader._next = broken
+    second = reader.read(6, 20, None, first.prepared.end, ahead=False)
+    reader.close()
+    assert [r[0] for r in failing.requests].count(6) == 2, "fetched ahead, failed, then read in the foreground"
+    assert second.start == 6 and second.last >= 6
+
+
 # ---------------------------------------------------------------------------------------- ready-made rows
 
 
@@ -311,6 +353,9 @@ class _Ranges:
         last = min(end, start + 2)
         after = LedgerPosition(bytes([last]) * 32, last)
         return Read(start, end, last, {}, Prepared(ledger, after, [], []), None)
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def _serve_requests(requests: list[tuple[int, int, LedgerPosition]]) -> tuple[list[Any], _Ranges]:
