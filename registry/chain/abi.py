@@ -36,9 +36,11 @@ def _python(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class DecodedEvent:
-    """A log decoded with the ABI: name, fields by name, and where it sits on the chain."""
+    """A log decoded with the ABI: name, fields by name, and where it sits on the chain. (Not frozen: a
+    frozen dataclass sets each field through ``object.__setattr__``, six times the cost of building one,
+    and the indexer builds one per log; nothing changes one after decoding.)"""
 
     name: str
     args: dict[str, Any]
