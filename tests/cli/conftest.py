@@ -12,7 +12,7 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from registry.cli import _ApiServer, app
+from registry.cli import _ApiServer, _common, app
 from registry.settings import Settings, get_settings
 from tests.api.conftest import api_settings, live_indexer  # noqa: F401  (fixtures reused)
 from tests.conftest import ChainState
@@ -36,6 +36,11 @@ def cli_env(api_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    # Rich reads COLUMNS when a console is made, and the CLI's consoles were made at import (before this
+    # fixture, in whichever test imported the CLI first): without this, tables wrap at 80 columns or 200
+    # depending on how tests were spread over workers.
+    for shown in (_common.console, _common.err_console):
+        monkeypatch.setattr(shown, "width", 200)
     monkeypatch.delenv("REGISTRY_CLI_API", raising=False)
     get_settings.cache_clear()
     yield get_settings()
