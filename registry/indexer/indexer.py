@@ -411,15 +411,28 @@ class Indexer:
 
     def _read(self, start: int, end: int, pin: dict[str, Any] | None, ledger: LedgerPosition) -> Read:
         """The range read on this thread (see :meth:`Reader.read`)."""
-        return self.reader.read(start, end, pin, ledger, ahead=False)
+        return self.reader.read(start, end, pin, ledger, ahead=False, fetched=self._start_reader_process)
+
+    def _start_reader_process(self, logs: int) -> None:
+        """Starts the reader process for a backfill, once a range of at least ``read_process_from`` logs
+        with more after it has been fetched (and before it is decoded: the process's start-up, about a
+        second of imports, then overlaps this range's preparing and writing)."""
+        threshold = self.config.read_process_from
+        if self._process is not None or not self._process_usable or not self.config.prefetch:
+            return
+        if threshold is None or logs < threshold:
+            return
+        try:
+            self._process = ReaderProcess(self.chain.rpc.url, self.chain.rpc.timeout, self._reader_config)
+        except OSError as exc:
+            log.warning("the reader process is unavailable (%s); reading ahead on a thread", exc)
+            self._process_usable = False
 
     def _read_ahead(self, start: int, end: int, ledger: LedgerPosition, events: int) -> None:
         """Starts reading [start, end] from ``ledger`` on while the current batch is written: in the reader
         process once ranges are big enough to pay for the hand-over (a backfill), else on a thread."""
-        threshold = self.config.read_process_from
+        self._start_reader_process(events)  # (if the foreground read has not already)
         try:
-            if self._process is None and self._process_usable and threshold is not None and events >= threshold:
-                self._process = ReaderProcess(self.chain.rpc.url, self.chain.rpc.timeout, self._reader_config)
             if self._process is not None:
                 self._ahead = self._process.submit(start, end, ledger)
                 return

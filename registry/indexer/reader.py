@@ -392,7 +392,15 @@ class Reader:
         self._fetching: ThreadPoolExecutor | None = None
         self._next: Future[_Fetched] | None = None
 
-    def read(self, start: int, end: int, pin: dict[str, Any] | None, ledger: LedgerPosition, ahead: bool) -> Read:
+    def read(
+        self,
+        start: int,
+        end: int,
+        pin: dict[str, Any] | None,
+        ledger: LedgerPosition,
+        ahead: bool,
+        fetched: Callable[[int], None] | None = None,
+    ) -> Read:
         """Logs of [start, last <= end], their headers, folded onto ``ledger``; read ahead, also the
         contract's ledger at ``last`` (by block hash). Checks that the logs, the headers and the pinned
         end block belong together (:class:`Retry` if not), nothing against the cursor: the caller does.
@@ -400,17 +408,24 @@ class Reader:
         With ``config.fetch_ahead``, once the node has answered for this range the next one (from
         ``last + 1`` to the same end) is fetched on a thread while this one is decoded and folded, so that
         the node's time and the decoding overlap; the next read takes it if it asks for that range (and,
-        pinned, the pin still matches), else it is dropped. At most one fetch is under way at a time."""
-        fetched = self._take_fetched(start, end, pin)
-        if fetched is None:
-            fetched = self._fetch(start, end, pin, ahead)
-        if self.config.fetch_ahead and fetched.last < fetched.end:
-            self._fetch_next(fetched.last + 1, fetched.end, ahead)
+        pinned, the pin still matches), else it is dropped. At most one fetch is under way at a time.
+
+        ``fetched(logs)``, if given, is told how many logs the range holds once the node has answered, if
+        more of the range is left to read, before they are decoded (the indexer starts its reader process
+        then, so that the process starts up while this range is prepared and written)."""
+        answer = self._take_fetched(start, end, pin)
+        if answer is None:
+            answer = self._fetch(start, end, pin, ahead)
+        if answer.last < answer.end:
+            if self.config.fetch_ahead:
+                self._fetch_next(answer.last + 1, answer.end, ahead)
+            if fetched is not None:
+                fetched(len(answer.logs))
         decode = self.abi.decode_log
-        events = [e for e in (decode(entry) for entry in fetched.logs) if e is not None]
+        events = [e for e in (decode(entry) for entry in answer.logs) if e is not None]
         prepared = prepare(events, ledger, self.writers, self.rows)
-        contract = fetched.ledger if events else None
-        return Read(start, fetched.end, fetched.last, fetched.headers, prepared, contract)
+        contract = answer.ledger if events else None
+        return Read(start, answer.end, answer.last, answer.headers, prepared, contract)
 
     def _fetch(self, start: int, end: int, pin: dict[str, Any] | None, ahead: bool) -> _Fetched:
         """The node's half of :meth:`read`: logs, headers, consistency checks, the contract's ledger."""

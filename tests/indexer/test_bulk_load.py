@@ -164,3 +164,37 @@ def test_a_killed_bulk_load_builds_them_at_the_next_start_before_indexing(
     check_mirror(engine, seeded.chain, seeded.deployment)
     assert definitions(engine) == definitions(migrated(f"sqlite:///{tmp_path / 'reference.db'}"))
     engine.dispose()
+
+
+def test_the_reader_process_is_started_once_a_big_range_is_fetched_before_it_is_prepared(
+    seeded: Stack, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its start-up (about a second of imports) then overlaps the preparing and writing of that range."""
+    from registry.indexer import indexer as indexer_module
+    from registry.indexer import reader as reader_module
+
+    events: list[str] = []
+    started = reader_module.ReaderProcess
+
+    class Recorded(started):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: object) -> None:
+            events.append("process started")
+            super().__init__(*args)
+
+    real_prepare = reader_module.prepare
+
+    def recorded_prepare(*args: object, **kwargs: object) -> object:
+        events.append("prepared")
+        return real_prepare(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(indexer_module, "ReaderProcess", Recorded)
+    monkeypatch.setattr(reader_module, "prepare", recorded_prepare)
+    engine = make_engine(sqlite_url)
+    config = IndexerConfig(initial_log_range=4, max_log_range=4, read_process_from=3)
+    with Indexer(seeded.chain, seeded.deployment, engine, config) as indexer:
+        indexer.sync()
+        assert indexer.reader_cpu_seconds() is not None, "the reader process served the backfill"
+    first = events.index("process started")
+    assert events[: first + 2] == ["prepared"] * first + ["process started", "prepared"], events[:8]
+    check_mirror(engine, seeded.chain, seeded.deployment)
+    engine.dispose()
