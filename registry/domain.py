@@ -46,11 +46,13 @@ def is_financed(status: Status, holder: int, creditor: int, was_assigned: bool, 
     """Whether a registration backs a financing: assigned now; held by someone other than its
     creditor; paid or closed after an assignment; or split with a financed part. A receivable bought
     back under recourse (held by its creditor again, confirmed) is not financed."""
+    # (The flags before the set lookup: hashing an enum member runs Python code, and most
+    # registrations were never assigned; a bulk check asks this once per line.)
     return (
         status is Status.ASSIGNED
         or holder != creditor
-        or (status in PAID_OR_CLOSED_STATUSES and was_assigned)
-        or (status is Status.SPLIT and parts_financed)
+        or (was_assigned and status in PAID_OR_CLOSED_STATUSES)
+        or (parts_financed and status is Status.SPLIT)
     )
 
 
