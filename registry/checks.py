@@ -135,6 +135,7 @@ from registry.domain import PAID_OR_CLOSED_STATUSES, Status, is_financed
 from registry.errors import RegistryError
 from registry.hashing import keccak256, keccak256_many
 from registry.invoice import FINGERPRINT_TYPEHASH, INVOICE_KEY_TYPEHASH, ZERO_HASH, Invoice
+from registry.memory import paused_gc
 from registry.store.models import Assignment, Cursor, Receivable, table_of
 from registry.types import EntityId, MinorUnits, ReceivableId, UnixTime
 
@@ -1044,6 +1045,12 @@ class DuplicateChecker:
         """One result per invoice, in order: set-based queries, plus duplicates within the batch."""
         if not invoices:
             return []
+        with paused_gc():  # (registry.memory: thousands of lines, ten objects each, none in a cycle)
+            return self._check_many(invoices, viewer_entity, near_duplicates)
+
+    def _check_many(
+        self, invoices: Sequence[Invoice], viewer_entity: int | None, near_duplicates: bool
+    ) -> list[CheckResult]:
         # An exact-only check needs each line's key and fingerprint, nothing else: hashed in one batch,
         # and the statement's rows kept as the driver's tuples, so that a line costs one object that
         # lives on (its answer); a _Line and a _Match per line cost as much again in garbage collection.

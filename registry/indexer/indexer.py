@@ -42,8 +42,8 @@ from registry.indexer.reader import (
     Retry,
     StateUnavailable,
     _is_rate_limit,
-    paused_gc,
 )
+from registry.memory import paused_gc
 from registry.store.db import WalCheckpoints, WriterLock, create_indexes, drop_indexes, migrate
 from registry.store.models import BlockHeader, Cursor, Receivable, check_indexes, table_of
 

@@ -11,7 +11,6 @@ Nothing here touches the database; what is read is checked against the cursor by
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -22,9 +21,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
@@ -36,6 +35,7 @@ from registry.chain.rpc import NodeUnavailable, RpcError
 from registry.errors import RegistryError
 from registry.hashing import keccak256_many
 from registry.ledger import UNFOLDED_EVENTS, fold_hashed
+from registry.memory import paused_gc
 
 log = logging.getLogger("registry.indexer")
 
@@ -135,22 +135,6 @@ class LogFetcher:
                 else:  # halfway to the smallest refused span: a binary search for the node's limit
                     self.span = min(self.maximum, max(self.span, (self.span + self.ceiling + 1) // 2))
             return logs, last
-
-
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """The cyclic garbage collector paused for one batch: reading, decoding, pickling and writing a
-    batch allocate hundreds of thousands of objects, none of them in a cycle, which the collector
-    would otherwise traverse again each time they survive into an older generation (about 40% of the
-    cost of parsing a node's answer while earlier ones are held, measured). It resumes afterwards and
-    collects whatever cycles came meanwhile; of overlapping pauses (threads), the first to end resumes it."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _is_rate_limit(exc: RpcError) -> bool:

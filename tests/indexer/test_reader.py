@@ -28,10 +28,10 @@ from registry.indexer.reader import (
     _send,
     args_json,
     json_writers,
-    paused_gc,
     prepare,
 )
 from registry.ledger import GENESIS_HEAD, LedgerState, replay
+from registry.memory import paused_gc
 
 ABI = ContractAbi(artifact("ReceivableRegistry").abi)
 WRITERS = json_writers(ABI)

@@ -8,6 +8,7 @@ key and fingerprint, split parts without, a cancelled one), so the tests are fas
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -298,3 +299,22 @@ def test_bulk_and_single_checks_agree_on_financed_after_an_assignment_history(en
             assert (in_bulk.status, in_bulk.financed) == (status, financed), name
             single = checker.check(inv, viewer_entity=CREDITOR, near_duplicates=not exact_only)
             assert ledger_view(in_bulk) == ledger_view(single), name
+
+
+def test_a_bulk_check_runs_with_the_collector_paused_and_resumes_it(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checker = DuplicateChecker(engine)
+    during: list[bool] = []
+    inner = checker._check_many
+
+    def observed(*args: Any) -> list[CheckResult]:
+        during.append(gc.isenabled())
+        return inner(*args)
+
+    monkeypatch.setattr(checker, "_check_many", observed)
+    results = checker.check_many([paper("INV-1"), paper("NEW-9")])
+    assert during == [False] and gc.isenabled()
+    assert [r.registered for r in results] == [
+        r.registered for r in map(checker.check, [paper("INV-1"), paper("NEW-9")])
+    ]
