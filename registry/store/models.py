@@ -154,7 +154,9 @@ CHECK_INDEXES = (
 """The receivables' indexes that only readers use (double-financing and near-duplicate checks, anomaly
 scans, certificates), none that the indexer's writes read: five indexes keyed by hashes, so a
 registration's insert lands at a random place in each, about 40% of its cost. A backfill into an
-(almost) empty mirror leaves them out and builds them once caught up (``IndexerConfig.defer_check_indexes_from``)."""
+(almost) empty mirror leaves them out and builds them once caught up (``IndexerConfig.defer_check_indexes_from``);
+one interrupted leaves them out until the indexer next starts, so a migration that alters them must not
+assume they exist (``DROP INDEX IF EXISTS``)."""
 
 
 def check_indexes() -> list[Index]:
