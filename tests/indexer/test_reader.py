@@ -213,7 +213,7 @@ def test_the_next_range_is_fetched_while_this_one_is_prepared_and_taken_by_the_n
     ahead = reader._next.result(timeout=10)  # the fetch from block 6 on, under way on the thread
     assert chain.requests[-1][0] == 6 and len(chain.requests) == 2
     second = reader.read(6, 20, None, first.prepared.end, ahead=False)
-    reader.close()  # (waits for the fetch after it, if any)
+    reader.close()
     assert [r for r in chain.requests if r[0] == 6] == [chain.requests[1]], "block 6 on is not fetched again"
     assert (second.start, second.last, second.end) == (6, ahead.last, 20)
     assert set(second.headers) >= {6, ahead.last, 20}
