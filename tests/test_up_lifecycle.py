@@ -24,9 +24,9 @@ import httpx
 PASSWORD = "registry-demo"
 
 
-@contextmanager
-def running_stack(data_dir: Path) -> Iterator[str]:
-    """`registry up` in the background until ready; yields the API URL; Ctrl-C (SIGINT) on exit."""
+def up_env(data_dir: Path) -> dict[str, str]:
+    """`registry up`'s environment for a test: its own data directory, free ports, a small demo ledger,
+    and none of the caller's chain, database or API settings."""
     env = {
         **os.environ,
         "REGISTRY_DATA_DIR": str(data_dir),
@@ -38,9 +38,19 @@ def running_stack(data_dir: Path) -> Iterator[str]:
     }
     for name in ("REGISTRY_RPC_URL", "REGISTRY_DATABASE_URL", "REGISTRY_CLI_API"):
         env.pop(name, None)
+    return env
+
+
+@contextmanager
+def running_stack(data_dir: Path) -> Iterator[str]:
+    """`registry up` in the background until ready; yields the API URL; Ctrl-C (SIGINT) on exit."""
     log = (data_dir / "up.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "registry.cli", "up"], env=env, stdout=log, stderr=subprocess.STDOUT, text=True
+        [sys.executable, "-m", "registry.cli", "up"],
+        env=up_env(data_dir),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         url = None
@@ -160,20 +170,10 @@ def _rpc_url(data_dir: Path) -> str:
 def test_a_backgrounded_up_stops_on_sigint_even_while_it_is_starting(tmp_path: Path) -> None:
     """A shell starts a background job with SIGINT ignored; `registry up` must still stop on SIGINT, also
     one that comes while it deploys and seeds (before it waits for Ctrl-C), leaving no node behind."""
-    env = {
-        **os.environ,
-        "REGISTRY_DATA_DIR": str(tmp_path),
-        "REGISTRY_RPC_PORT": "0",
-        "REGISTRY_API_PORT": "0",
-        "REGISTRY_DEMO_INVOICES": "40",
-        "PYTHONUNBUFFERED": "1",
-    }
-    for name in ("REGISTRY_RPC_URL", "REGISTRY_DATABASE_URL", "REGISTRY_CLI_API"):
-        env.pop(name, None)
     log = (tmp_path / "up.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "registry.cli", "up"],
-        env=env,
+        env=up_env(tmp_path),
         stdout=log,
         stderr=subprocess.STDOUT,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as a shell's background job

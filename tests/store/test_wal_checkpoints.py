@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from registry.store.db import WalCheckpoints, make_engine
 
@@ -20,11 +20,17 @@ def _fill(conn: object, start: int) -> None:
     )
 
 
-def test_a_deferred_commit_checkpoints_nothing_and_the_thread_folds_the_wal_in(tmp_path: Path) -> None:
-    path = tmp_path / "mirror.db"
+def table_t(path: Path) -> Engine:
+    """A SQLite file holding one empty table ``t`` (id, body), and its engine."""
     engine = make_engine(f"sqlite:///{path}")
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)")
+    return engine
+
+
+def test_a_deferred_commit_checkpoints_nothing_and_the_thread_folds_the_wal_in(tmp_path: Path) -> None:
+    path = tmp_path / "mirror.db"
+    engine = table_t(path)
     checkpoints = WalCheckpoints(str(path))
     checkpoints.request = lambda: None  # type: ignore[method-assign]  # hold the thread's checkpoint back
     before = path.stat().st_size
@@ -50,9 +56,7 @@ def test_a_deferred_commit_checkpoints_nothing_and_the_thread_folds_the_wal_in(t
 
 def test_a_failed_transaction_rolls_back_and_restores_the_automatic_checkpoints(tmp_path: Path) -> None:
     path = tmp_path / "mirror.db"
-    engine = make_engine(f"sqlite:///{path}")
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)")
+    engine = table_t(path)
     checkpoints = WalCheckpoints(str(path))
     with pytest.raises(RuntimeError, match="mid-batch"), checkpoints.deferred(engine) as conn:
         _fill(conn, 0)
