@@ -171,6 +171,7 @@ class Indexer:
         self._ahead: Future[Any] | None = None  # the next range, being read while a batch is written
         self._reader: ThreadPoolExecutor | None = None
         self._process: ReaderProcess | None = None
+        self._process_lock = threading.Lock()
         self._process_usable = True
         self._checkpoints: WalCheckpoints | None = None  # SQLite: WAL checkpoints beside the writes
         self._indexes_deferred = False  # the check indexes are left out until caught up (see IndexerConfig)
@@ -413,25 +414,30 @@ class Indexer:
         """The range read on this thread (see :meth:`Reader.read`)."""
         return self.reader.read(start, end, pin, ledger, ahead=False, fetched=self._start_reader_process)
 
-    def _start_reader_process(self, logs: int) -> None:
+    def _start_reader_process(self, logs: int, start: int, end: int) -> None:
         """Starts the reader process for a backfill, once a range of at least ``read_process_from`` logs
-        with more after it has been fetched (and before it is decoded: the process's start-up, about a
-        second of imports, then overlaps this range's preparing and writing)."""
+        has been fetched with [start, end] left after it (on this thread or the read-ahead thread; before
+        the range is decoded): the process fetches [start, end] at once, while this range is prepared and
+        written, and is asked for it, from the ledger position this range ends at, once that is known."""
         threshold = self.config.read_process_from
-        if self._process is not None or not self._process_usable or not self.config.prefetch:
+        if threshold is None or logs < threshold or not self.config.prefetch:
             return
-        if threshold is None or logs < threshold:
-            return
-        try:
-            self._process = ReaderProcess(self.chain.rpc.url, self.chain.rpc.timeout, self._reader_config)
-        except OSError as exc:
-            log.warning("the reader process is unavailable (%s); reading ahead on a thread", exc)
-            self._process_usable = False
+        with self._process_lock:
+            if self._process is not None or not self._process_usable:
+                return
+            try:
+                rest = self.reader.take_rest()  # (what this range's fetch brought beyond its cut)
+                self._process = ReaderProcess(
+                    self.chain.rpc.url, self.chain.rpc.timeout, self._reader_config, fetch_from=(start, end), rest=rest
+                )
+            except OSError as exc:
+                log.warning("the reader process is unavailable (%s); reading ahead on a thread", exc)
+                self._process_usable = False
 
     def _read_ahead(self, start: int, end: int, ledger: LedgerPosition, events: int) -> None:
         """Starts reading [start, end] from ``ledger`` on while the current batch is written: in the reader
         process once ranges are big enough to pay for the hand-over (a backfill), else on a thread."""
-        self._start_reader_process(events)  # (if the foreground read has not already)
+        self._start_reader_process(events, start, end)  # (if no read before has)
         try:
             if self._process is not None:
                 self._ahead = self._process.submit(start, end, ledger)
@@ -444,7 +450,7 @@ class Indexer:
             self._process_usable = False
         if self._reader is None:
             self._reader = ThreadPoolExecutor(1, thread_name_prefix="indexer-read-ahead")
-        self._ahead = self._reader.submit(self.reader.read, start, end, None, ledger, True)
+        self._ahead = self._reader.submit(self.reader.read, start, end, None, ledger, True, self._start_reader_process)
 
     def _take_read_ahead(self, start: int, end: int, ledger: LedgerPosition) -> Read | None:
         """What was read ahead, if it starts at ``start`` from ``ledger`` and ends within ``end``; else

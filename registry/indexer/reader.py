@@ -11,11 +11,13 @@ Nothing here touches the database; what is read is checked against the cursor by
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import pickle
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -356,6 +358,20 @@ class _Fetched:
     ledger: tuple[bytes, int] | None
 
 
+@dataclass
+class Rest:
+    """Logs of [start, last] that a fetch brought beyond the cut of a range far denser than the target,
+    kept for the read of the range after it instead of being fetched again. They come from the fork that
+    held block ``pin_number`` with hash ``pin_hash`` (the fetch was checked against it): still the
+    chain's while that block is."""
+
+    start: int
+    last: int
+    logs: list[dict[str, Any]]
+    pin_number: int
+    pin_hash: str
+
+
 class Reader:
     """Reads ranges of one deployment's logs from one node (see the module's docstring)."""
 
@@ -374,6 +390,7 @@ class Reader:
         self.rows = READY_ROWS
         self._fetching: ThreadPoolExecutor | None = None
         self._next: Future[_Fetched] | None = None
+        self._rest: Rest | None = None
 
     def read(
         self,
@@ -382,7 +399,7 @@ class Reader:
         pin: dict[str, Any] | None,
         ledger: LedgerPosition,
         ahead: bool,
-        fetched: Callable[[int], None] | None = None,
+        fetched: Callable[[int, int, int], None] | None = None,
     ) -> Read:
         """Logs of [start, last <= end], their headers, folded onto ``ledger``; read ahead, also the
         contract's ledger at ``last`` (by block hash). Checks that the logs, the headers and the pinned
@@ -393,9 +410,10 @@ class Reader:
         the node's time and the decoding overlap; the next read takes it if it asks for that range (and,
         pinned, the pin still matches), else it is dropped. At most one fetch is under way at a time.
 
-        ``fetched(logs)``, if given, is told how many logs the range holds once the node has answered, if
-        more of the range is left to read, before they are decoded (the indexer starts its reader process
-        then, so that the process starts up while this range is prepared and written)."""
+        ``fetched(logs, start, end)``, if given, is told how many logs the range holds once the node has
+        answered, and what is left of it to read, if anything is, before they are decoded (the indexer
+        starts its reader process then, which starts fetching what is left while this range is prepared
+        and written)."""
         answer = self._take_fetched(start, end, pin)
         if answer is None:
             answer = self._fetch(start, end, pin, ahead)
@@ -403,7 +421,7 @@ class Reader:
             if self.config.fetch_ahead:
                 self._fetch_next(answer.last + 1, answer.end, ahead)
             if fetched is not None:
-                fetched(len(answer.logs))
+                fetched(len(answer.logs), answer.last + 1, answer.end)
         decode = self.abi.decode_log
         events = [e for e in (decode(entry) for entry in answer.logs) if e is not None]
         prepared = prepare(events, ledger, self.writers, self.rows)
@@ -413,14 +431,19 @@ class Reader:
     def _fetch(self, start: int, end: int, pin: dict[str, Any] | None, ahead: bool) -> _Fetched:
         """The node's half of :meth:`read`: logs, headers, consistency checks, the contract's ledger."""
         pin = pin if pin is not None else self.header(end)
-        try:
-            logs, last = self.fetcher.fetch(start, end)
-        except RpcError as exc:
-            if _is_missing_block(exc):
-                raise Retry from exc  # the chain shrank while we read it: look again
-            raise
+        rest = self._take_rest(start, end)
+        if rest is not None:
+            logs, last, bound = rest.logs, rest.last, (rest.pin_number, rest.pin_hash)
+        else:
+            try:
+                logs, last = self.fetcher.fetch(start, end)
+            except RpcError as exc:
+                if _is_missing_block(exc):
+                    raise Retry from exc  # the chain shrank while we read it: look again
+                raise
+            bound = (int(pin["number"], 16), pin["hash"])
         if len(logs) > 2 * self.fetcher.target:
-            logs, last = self._cut(logs, start, last)
+            logs, last = self._cut(logs, start, last, bound)
         headers = self.headers_for(start, last, end, logs)
         if headers[end]["hash"] != pin["hash"]:
             raise Retry  # the chain changed while the logs were read
@@ -429,6 +452,10 @@ class Reader:
                 raise Retry
         contract = self.contract_ledger(headers[last]["hash"]) if ahead and logs and self.config.verify_ledger else None
         return _Fetched(start, end, last, logs, headers, contract)
+
+    def prefetch(self, start: int, end: int) -> None:
+        """Starts fetching [start, <= end] (as a read ahead does) for the read that will ask for it."""
+        self._fetch_next(start, end, True)
 
     def _fetch_next(self, start: int, end: int, ahead: bool) -> None:
         if self._fetching is None:
@@ -451,22 +478,48 @@ class Reader:
             return None
         return fetched
 
+    def take_rest(self) -> Rest | None:
+        """What was fetched beyond the last cut and not read yet (given up: a reader process takes it)."""
+        rest, self._rest = self._rest, None
+        return rest
+
+    def give_rest(self, rest: Rest | None) -> None:
+        """Logs fetched beyond a cut, by this reader or another: a read of ``rest.start`` takes them."""
+        self._rest = rest
+
+    def _take_rest(self, start: int, end: int) -> Rest | None:
+        """The kept rest if this fetch starts where it does and ends within ``end``, and the block that
+        bounded its fetch is still the chain's; else None (it is dropped either way)."""
+        rest, self._rest = self._rest, None
+        if rest is None or rest.start != start or rest.last > end:
+            return None
+        if self.header(rest.pin_number)["hash"] != rest.pin_hash:
+            log.debug("the chain changed since %d-%d was fetched: fetching it again", rest.start, rest.last)
+            return None
+        return rest
+
     def close(self) -> None:
         """Drops what is being fetched ahead; the thread ends once a fetch under way returns."""
         self._next = None
+        self._rest = None
         if self._fetching is not None:
             self._fetching.shutdown(wait=False, cancel_futures=True)
             self._fetching = None
 
-    def _cut(self, logs: list[dict[str, Any]], start: int, last: int) -> tuple[list[dict[str, Any]], int]:
+    def _cut(
+        self, logs: list[dict[str, Any]], start: int, last: int, bound: tuple[int, str]
+    ) -> tuple[list[dict[str, Any]], int]:
         """A range far denser than the span expected (a sparse stretch, then a dense one): keep the whole
         blocks up to about the target's worth of logs, so the batch stays a batch and the rest is read
-        ahead beside its writing, instead of one long batch with nothing beside it."""
+        ahead beside its writing, instead of one long batch with nothing beside it. The logs beyond the
+        cut are kept (:class:`Rest`, under ``bound``: the block number and hash the fetch was checked
+        against) for the read of the range after it."""
         keep_to = int(logs[self.fetcher.target]["blockNumber"], 16)  # through the block of the target-th log
         if keep_to >= last:
             return logs, last
         kept = [entry for entry in logs if int(entry["blockNumber"], 16) <= keep_to]
         log.debug("range %d-%d holds %d logs: keeping %d-%d (%d)", start, last, len(logs), start, keep_to, len(kept))
+        self._rest = Rest(keep_to + 1, last, logs[len(kept) :], *bound)
         return kept, keep_to
 
     def contract_ledger(self, block_hash: str) -> tuple[bytes, int]:
@@ -559,24 +612,117 @@ def _receive(stream: IO[bytes]) -> bytes:
     return message
 
 
+class _Forked:
+    """A forked reader process, through as much of :class:`subprocess.Popen`'s interface as
+    :class:`ReaderProcess` (and its tests) use: ``pid``, ``kill()``, ``wait(timeout)``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            with suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.returncode is None:
+            pid, status = os.waitpid(self.pid, 0 if deadline is None else os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+            elif deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"reader process {self.pid}", timeout or 0.0)
+            else:
+                time.sleep(0.01)
+        return self.returncode
+
+
+_FORKED_PIPES: set[int] = set()
+"""The parent's ends of every forked reader's pipes (a reader forked later closes its copies: a reader
+holding another's input open would keep it from seeing that input close)."""
+
+
 class ReaderProcess:
-    """A :class:`Reader` in a child process, for read-ahead: ``python -m registry.indexer.reader``,
-    speaking length-prefixed pickles over its standard input and output, one read at a time.
+    """A :class:`Reader` in a child process, for read-ahead, speaking length-prefixed pickles over two
+    pipes, one read at a time. It reads the node only; it never touches the database.
 
-    A plain child process rather than ``multiprocessing``: nothing of the parent is re-imported in it
-    (the parent may be a script, a test runner or a server with threads), and it ends by itself when
-    its input closes, so a parent killed with -9 leaves no reader behind. The child reads the node
-    only; it never touches the database."""
+    Forked where the platform can (Linux): the child starts at once, with every module already imported
+    (a fresh interpreter spends about a second importing, while the indexer waits for its first range).
+    The fork's child runs only this module's loop on objects it makes itself (its own node client and
+    reader); it never returns into the parent's stack, never runs the parent's finalisers (what it
+    inherited is frozen out of its garbage collector: a database connection collected there would close
+    the parent's session), and ends with ``os._exit``. Elsewhere: ``python -m registry.indexer.reader``,
+    a fresh interpreter (not ``multiprocessing``, which would re-import the parent's main module).
 
-    def __init__(self, url: str, timeout: float, config: ReaderConfig) -> None:
-        root = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
-        self._child = subprocess.Popen(
-            [sys.executable, "-m", "registry.indexer.reader"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
-        )
-        assert self._child.stdin is not None and self._child.stdout is not None
-        self._input, self._output = self._child.stdin, self._child.stdout
-        _send(self._input, pickle.dumps((url, timeout, config)))
+    Either way the child ends by itself when its input closes, which a parent killed with -9 does: it
+    leaves no reader behind."""
+
+    def __init__(
+        self,
+        url: str,
+        timeout: float,
+        config: ReaderConfig,
+        fetch_from: tuple[int, int] | None = None,
+        rest: Rest | None = None,
+        fork: bool | None = None,
+    ) -> None:
+        """``fetch_from``: (start, end) of the range the first request will ask for, which the child starts
+        fetching from the node at once (the request needs the ledger position the range before it ends
+        at, and so waits for that range's preparing). ``rest``: logs the parent fetched beyond a cut,
+        which a forked child reads instead of fetching them again (a spawned one fetches them)."""
+        if fork is None:
+            fork = sys.platform == "linux" and hasattr(os, "fork")
+        self._child: subprocess.Popen[bytes] | _Forked
+        if fork:
+            self._child, self._input, self._output = self._fork(url, timeout, config, fetch_from, rest)
+        else:
+            root = str(Path(__file__).resolve().parents[2])
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
+            child = subprocess.Popen(
+                [sys.executable, "-m", "registry.indexer.reader"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+            )
+            assert child.stdin is not None and child.stdout is not None
+            self._child, self._input, self._output = child, child.stdin, child.stdout
+            _send(self._input, pickle.dumps((url, timeout, config, fetch_from)))
+
+    @staticmethod
+    def _fork(
+        url: str, timeout: float, config: ReaderConfig, fetch_from: tuple[int, int] | None, rest: Rest | None
+    ) -> tuple[_Forked, IO[bytes], IO[bytes]]:
+        requests_in, requests_out = os.pipe()
+        answers_in, answers_out = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            status = 0
+            try:
+                for fd in (requests_out, answers_in, *_FORKED_PIPES):
+                    with suppress(OSError):
+                        os.close(fd)
+                # What the parent had is not the child's to collect (nor to finalise); the child's own
+                # garbage is collected as usual, whatever the parent's collector was doing.
+                gc.freeze()
+                gc.enable()
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                requests, answers = os.fdopen(requests_in, "rb"), os.fdopen(answers_out, "wb")
+                reader = Reader(ChainClient(url, timeout=timeout), replace(config, fetch_ahead=True))
+                reader.give_rest(rest)  # (the parent's memory, as forked: nothing to copy)
+                with suppress(BrokenPipeError, KeyboardInterrupt):  # the parent went away
+                    _serve(requests, answers, reader, fetch_from)
+            except BaseException:
+                status = 1
+                with suppress(BaseException):
+                    log.exception("the reader process failed")
+            finally:
+                os._exit(status)
+        os.close(requests_in)
+        os.close(answers_out)
+        _FORKED_PIPES.update((requests_out, answers_in))
+        return _Forked(pid), os.fdopen(requests_out, "wb"), os.fdopen(answers_in, "rb")
 
     def submit(self, start: int, end: int, ledger: LedgerPosition) -> Future[bytes]:
         """Sends the request; the answer is taken off the pipe by a thread as soon as it comes (so the
@@ -619,6 +765,7 @@ class ReaderProcess:
             return None
 
     def close(self) -> None:
+        _FORKED_PIPES.difference_update((self._input.fileno(), self._output.fileno()))
         with suppress(OSError):
             self._input.close()
         try:
@@ -630,7 +777,9 @@ class ReaderProcess:
             self._output.close()
 
 
-def _serve(requests: IO[bytes], answers: IO[bytes], reader: Reader | None = None) -> None:
+def _serve(
+    requests: IO[bytes], answers: IO[bytes], reader: Reader | None = None, fetch_from: tuple[int, int] | None = None
+) -> None:
     """The reader process: a :class:`Reader` answering requests until its input closes.
 
     Having answered a read that stopped short of its range's end, it reads the next range at once (from
@@ -638,9 +787,11 @@ def _serve(requests: IO[bytes], answers: IO[bytes], reader: Reader | None = None
     sent once it has taken the answer, almost always asks for exactly that, and then gets it without
     the reader having idled through the hand-over. Anything else asked is read as asked (what was held
     is dropped); the indexer checks what it gets against its cursor either way."""
-    url, timeout, config = pickle.loads(_receive(requests))
-    if reader is None:  # (given: a test's)
+    if reader is None:  # (given: a forked child's, or a test's)
+        url, timeout, config, fetch_from = pickle.loads(_receive(requests))
         reader = Reader(ChainClient(url, timeout=timeout), replace(config, fetch_ahead=True))
+    if fetch_from is not None:
+        reader.prefetch(*fetch_from)
     try:
         _answer(requests, answers, reader)
     finally:

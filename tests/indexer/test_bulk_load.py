@@ -177,9 +177,9 @@ def test_the_reader_process_is_started_once_a_big_range_is_fetched_before_it_is_
     started = reader_module.ReaderProcess
 
     class Recorded(started):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: object) -> None:
+        def __init__(self, *args: object, **kwargs: object) -> None:
             events.append("process started")
-            super().__init__(*args)
+            super().__init__(*args, **kwargs)
 
     real_prepare = reader_module.prepare
 
@@ -196,5 +196,37 @@ def test_the_reader_process_is_started_once_a_big_range_is_fetched_before_it_is_
         assert indexer.reader_cpu_seconds() is not None, "the reader process served the backfill"
     first = events.index("process started")
     assert events[: first + 2] == ["prepared"] * first + ["process started", "prepared"], events[:8]
+    check_mirror(engine, seeded.chain, seeded.deployment)
+    engine.dispose()
+
+
+def test_the_reader_process_is_handed_what_the_range_that_started_it_fetched_beyond_its_cut(
+    seeded: Stack, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first fetch far denser than the target is cut; the logs beyond the cut go to the reader process
+    (forked: they are in its memory), which is told to fetch from there on at once, and reads them
+    instead of asking the node again. The mirror is what a plain index gives."""
+    from registry.indexer import indexer as indexer_module
+    from registry.indexer import reader as reader_module
+
+    handed: list[tuple[object, object]] = []
+    started = reader_module.ReaderProcess
+
+    class Recorded(started):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: object, fetch_from: tuple[int, int], rest: reader_module.Rest | None) -> None:
+            handed.append((fetch_from, rest))
+            super().__init__(*args, fetch_from=fetch_from, rest=rest)
+
+    monkeypatch.setattr(indexer_module, "ReaderProcess", Recorded)
+    engine = make_engine(sqlite_url)
+    config = IndexerConfig(initial_log_range=10_000, max_log_range=10_000, target_logs=4, read_process_from=3)
+    with Indexer(seeded.chain, seeded.deployment, engine, config) as indexer:
+        indexer.sync()
+        assert indexer.reader_cpu_seconds() is not None, "the reader process served the backfill"
+    assert len(handed) == 1
+    fetch_from, rest = handed[0]
+    assert isinstance(rest, reader_module.Rest) and len(rest.logs) > 4
+    assert fetch_from == (rest.start, seeded.chain.block_number()), "told to fetch where the rest starts"
+    assert all(int(entry["blockNumber"], 16) >= rest.start for entry in rest.logs)
     check_mirror(engine, seeded.chain, seeded.deployment)
     engine.dispose()

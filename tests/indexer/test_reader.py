@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import io
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from registry.chain.abi import ContractAbi, DecodedEvent
 from registry.chain.compiler import artifact
 from registry.indexer.reader import (
     LedgerPosition,
+    ReaderConfig,
     ReaderProcess,
     _Failed,
     _receive,
@@ -160,15 +162,19 @@ class _Chain:
         self.density = density
         self.rpc = _Rpc(self)
         self.requests: list[tuple[int, int]] = []
+        self.fork = 0  # set: every block hash changes (a reorg from genesis on, for the test's purposes)
+
+    def _hash(self, n: int) -> str:
+        return f"0x{self.fork:02x}{n + 1:062x}"
 
     def header(self, block: str) -> dict[str, Any]:
         n = 20 if block == "latest" else int(block, 16)
-        return {"number": hex(n), "hash": f"0x{n + 1:064x}", "parentHash": f"0x{n:064x}", "timestamp": hex(n)}
+        return {"number": hex(n), "hash": self._hash(n), "parentHash": self._hash(n - 1), "timestamp": hex(n)}
 
     def get_logs(self, address: str, first: int, last: int) -> list[dict[str, Any]]:
         self.requests.append((first, last))
         return [
-            {"topics": [], "data": "0x", "blockNumber": hex(n), "blockHash": f"0x{n + 1:064x}", "logIndex": hex(i)}
+            {"topics": [], "data": "0x", "blockNumber": hex(n), "blockHash": self._hash(n), "logIndex": hex(i)}
             for n in range(first, last + 1)
             for i in range(self.density.get(n, 0))
         ]
@@ -184,9 +190,46 @@ def test_a_read_far_denser_than_the_target_keeps_whole_blocks_up_to_about_the_ta
     # 184 logs in blocks 1-20, more than twice the target: kept through block 5, where the 21st log is.
     assert chain.requests == [(1, 20)]
     assert read.last == 5 and set(read.headers) >= {1, 2, 3, 4, 5, 20} and max(n for n in read.headers if n < 20) == 5
-    # The next read starts after it, and a range within twice the target is kept whole.
+    # The next read starts after it, from the logs already fetched (cut again: blocks 6-10 hold 150).
     nxt = reader.read(6, 20, None, read.prepared.end, ahead=False)
-    assert nxt.start == 6 and nxt.last <= 20 and chain.requests[-1][0] == 6
+    assert chain.requests == [(1, 20)], "what was fetched beyond the cut is not fetched again"
+    assert (nxt.start, nxt.last) == (6, 6) and len(nxt.prepared) == 0  # (logs of no known event)
+    assert set(nxt.headers) >= {6, 20}
+    rest = reader.read(7, 20, None, nxt.prepared.end, ahead=False)
+    assert chain.requests == [(1, 20)] and (rest.start, rest.last) == (7, 7)
+
+
+def test_logs_kept_beyond_a_cut_are_fetched_again_once_the_chain_changed_under_them() -> None:
+    from registry.indexer.reader import Reader, ReaderConfig
+
+    chain = _Chain({n: 30 for n in range(5, 11)})
+    reader = Reader(chain, ReaderConfig("0x" + "00" * 20, 100, 1_000, 20, 256, 0.1, False))  # type: ignore[arg-type]
+    first = reader.read(1, 20, None, LedgerPosition(GENESIS_HEAD, 0), ahead=False)
+    assert first.last == 5
+    chain.fork = 1  # every block hash changes: the kept logs name blocks of the old fork
+    nxt = reader.read(6, 20, None, first.prepared.end, ahead=False)
+    assert len(chain.requests) == 2 and chain.requests[1][0] == 6, "fetched again rather than read from the old fork"
+    assert nxt.start == 6 and set(nxt.headers) >= {6, 20}
+
+
+def test_logs_kept_beyond_a_cut_can_be_handed_to_another_reader_and_only_serve_the_range_they_start() -> None:
+    from registry.indexer.reader import Reader, ReaderConfig
+
+    chain = _Chain({n: 30 for n in range(5, 11)})
+    config = ReaderConfig("0x" + "00" * 20, 100, 1_000, 20, 256, 0.1, False)
+    parent = Reader(chain, config)  # type: ignore[arg-type]
+    first = parent.read(1, 20, None, LedgerPosition(GENESIS_HEAD, 0), ahead=False)
+    rest = parent.take_rest()
+    assert rest is not None and (rest.start, rest.last) == (6, 20) and len(rest.logs) == 150
+    assert parent.take_rest() is None, "given up once"
+    child = Reader(chain, config)  # type: ignore[arg-type]
+    child.give_rest(rest)
+    read = child.read(6, 20, None, first.prepared.end, ahead=False)
+    assert chain.requests == [(1, 20)] and (read.start, read.last) == (6, 6)
+    other = Reader(chain, config)  # type: ignore[arg-type]
+    other.give_rest(rest)
+    other.read(3, 20, None, first.prepared.start, ahead=False)  # (another start: a rollback's re-read)
+    assert chain.requests[-1] == (3, 20)
 
 
 def test_a_first_block_denser_than_the_target_is_kept_whole() -> None:
@@ -201,12 +244,13 @@ def test_a_first_block_denser_than_the_target_is_kept_whole() -> None:
 def _fetching_reader(chain: _Chain) -> Any:
     from registry.indexer.reader import Reader, ReaderConfig
 
-    config = ReaderConfig("0x" + "00" * 20, 100, 1_000, 20, 256, 0.1, False, fetch_ahead=True)
+    # (A first span of 5 blocks: the first read ends short of the range without a cut.)
+    config = ReaderConfig("0x" + "00" * 20, 5, 1_000, 20, 256, 0.1, False, fetch_ahead=True)
     return Reader(chain, config)  # type: ignore[arg-type]
 
 
 def test_the_next_range_is_fetched_while_this_one_is_prepared_and_taken_by_the_next_read() -> None:
-    chain = _Chain({n: 30 for n in range(5, 11)})  # 180 logs: the first read keeps blocks 1-5
+    chain = _Chain({n: 30 for n in range(5, 11)})  # the first read: blocks 1-5
     reader = _fetching_reader(chain)
     first = reader.read(1, 20, None, LedgerPosition(GENESIS_HEAD, 0), ahead=False)
     assert first.last == 5
@@ -319,12 +363,14 @@ def _gone(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
-def test_an_indexer_killed_with_minus_9_leaves_no_reader_process_behind() -> None:
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "spawned"])
+def test_an_indexer_killed_with_minus_9_leaves_no_reader_process_behind(fork: bool) -> None:
     """The reader ends by itself when its input closes, which a killed parent's exit does."""
     code = (
         "import os, signal\n"
         "from registry.indexer.reader import ReaderConfig, ReaderProcess\n"
-        "p = ReaderProcess('http://127.0.0.1:9', 1.0, ReaderConfig('0x' + '00' * 20, 1, 10, 10, 8, 0.1, True))\n"
+        "config = ReaderConfig('0x' + '00' * 20, 1, 10, 10, 8, 0.1, True)\n"
+        f"p = ReaderProcess('http://127.0.0.1:9', 1.0, config, fork={fork})\n"
         "print(p._child.pid, flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
@@ -362,7 +408,6 @@ def _serve_requests(requests: list[tuple[int, int, LedgerPosition]]) -> tuple[li
     from registry.indexer.reader import _serve
 
     stream = io.BytesIO()
-    _send(stream, pickle.dumps(("http://unused", 1.0, None)))
     for request in requests:
         _send(stream, pickle.dumps(request))
     stream.seek(0)
@@ -421,3 +466,31 @@ def test_the_collector_is_paused_for_a_batch_and_resumed_after_it_even_on_an_err
         assert not gc.isenabled(), "a collector paused by someone else stays paused"
     finally:
         gc.enable()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_a_forked_reader_leaves_the_parents_database_sessions_as_they_were(
+    db: str, request: pytest.FixtureRequest
+) -> None:
+    """The child inherits the parent's open connections (sockets, files) and must end without closing
+    or finalising any of them: a session the parent holds, mid-transaction, works on afterwards."""
+    from sqlalchemy import text
+
+    from registry.store.db import make_engine
+
+    url = request.getfixturevalue("sqlite_url" if db == "sqlite" else "postgres_url")
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        conn.execute(text("CREATE TABLE t (x INTEGER)"))
+        conn.commit()
+        conn.execute(text("INSERT INTO t VALUES (1)"))  # a transaction open across the fork
+        config = ReaderConfig("0x" + "00" * 20, 1, 10, 10, 8, 0.1, True)
+        reader = ReaderProcess("http://127.0.0.1:9", 1.0, config, fork=True)
+        pid = reader._child.pid
+        reader.close()
+        assert reader._child.returncode == 0 and _gone(pid)
+        conn.execute(text("INSERT INTO t VALUES (2)"))
+        conn.commit()
+        assert conn.execute(text("SELECT count(*) FROM t")).scalar() == 2
+    engine.dispose()
