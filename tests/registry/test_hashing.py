@@ -30,3 +30,8 @@ def test_batches_on_many_threads_do_not_mix_their_states() -> None:
     batches = [[bytes([i % 256, j % 256]) * (j % 50) for j in range(60)] for i in range(200)]
     with ThreadPoolExecutor(max_workers=4) as pool:
         assert list(pool.map(keccak256_many, batches)) == [[keccak(d) for d in batch] for batch in batches]
+
+
+def test_the_fast_implementation_is_the_one_in_use() -> None:
+    """(safe-pysha3 is a dependency: falling back to eth-utils would triple the cost of a check's hashes.)"""
+    assert keccak256 is not keccak and keccak256.__module__ == "registry.hashing"
