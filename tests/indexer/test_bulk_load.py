@@ -169,7 +169,7 @@ def test_a_killed_bulk_load_builds_them_at_the_next_start_before_indexing(
 def test_the_reader_process_is_started_once_a_big_range_is_fetched_before_it_is_prepared(
     seeded: Stack, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Its start-up (about a second of imports) then overlaps the preparing and writing of that range."""
+    """It then fetches what is left while that range is prepared and written."""
     from registry.indexer import indexer as indexer_module
     from registry.indexer import reader as reader_module
 
