@@ -431,7 +431,7 @@ class Reader:
     def _fetch(self, start: int, end: int, pin: dict[str, Any] | None, ahead: bool) -> _Fetched:
         """The node's half of :meth:`read`: logs, headers, consistency checks, the contract's ledger."""
         pin = pin if pin is not None else self.header(end)
-        rest = self._take_rest(start, end)
+        rest = self._take_rest(start, end, pin)
         if rest is not None:
             logs, last, bound = rest.logs, rest.last, (rest.pin_number, rest.pin_hash)
         else:
@@ -487,13 +487,15 @@ class Reader:
         """Logs fetched beyond a cut, by this reader or another: a read of ``rest.start`` takes them."""
         self._rest = rest
 
-    def _take_rest(self, start: int, end: int) -> Rest | None:
+    def _take_rest(self, start: int, end: int, pin: dict[str, Any]) -> Rest | None:
         """The kept rest if this fetch starts where it does and ends within ``end``, and the block that
-        bounded its fetch is still the chain's; else None (it is dropped either way)."""
+        bounded its fetch is still the chain's (``pin``, this fetch's, when it is that block); else None
+        (it is dropped either way)."""
         rest, self._rest = self._rest, None
         if rest is None or rest.start != start or rest.last > end:
             return None
-        if self.header(rest.pin_number)["hash"] != rest.pin_hash:
+        now = pin if int(pin["number"], 16) == rest.pin_number else self.header(rest.pin_number)
+        if now["hash"] != rest.pin_hash:
             log.debug("the chain changed since %d-%d was fetched: fetching it again", rest.start, rest.last)
             return None
         return rest
