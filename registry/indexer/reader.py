@@ -87,6 +87,7 @@ class LogFetcher:
         self.maximum = maximum
         self.target = target or self.TARGET_LOGS
         self.ceiling: int | None = None  # the largest span not known to be refused
+        self._known: int | None = None  # blocks of the last answered request
         self.max_backoff = 5.0
         self.give_up_after = 10.0  # seconds of back-to-back rate limits or outage before re-raising
         self._answered = 0
@@ -97,13 +98,27 @@ class LogFetcher:
         self._answered = 0
 
     def fetch(self, start: int, end: int) -> tuple[list[dict[str, Any]], int]:
-        """Logs of [start, last] for some start <= last <= end; returns (logs, last)."""
+        """Logs of [start, last] for some start <= last <= end; returns (logs, last).
+
+        A span grown past the last answered one is asked for in two requests: the answered size first,
+        then, only if that part is sparse (under half the target), the rest. A sparse stretch followed by
+        a dense one (a backfill reaching a chain's busy period) then costs one answer of about the target,
+        not one of up to twice the span's worth of the dense blocks, which the node takes long to serve
+        while nothing else can proceed."""
         backoff = 0.05
         waited = 0.0
         while True:
             last = min(end, start + self.span - 1)
+            first, upto = start, last
+            if self._known is not None and last - start + 1 > self._known:
+                upto = start + self._known - 1
+            logs: list[dict[str, Any]] = []
             try:
-                logs = self.chain.get_logs(self.address, start, last)
+                while True:
+                    logs.extend(self.chain.get_logs(self.address, first, upto))
+                    if upto == last or len(logs) >= self.target // 2:
+                        break
+                    first, upto = upto + 1, last  # sparse so far: the rest of the grown span
             except RpcError as exc:
                 if _is_rate_limit(exc) and waited < self.give_up_after:
                     time.sleep(backoff)
@@ -112,19 +127,21 @@ class LogFetcher:
                     continue
                 if _is_missing_block(exc):
                     raise  # the chain shrank under the read: the caller retries, the span stays
-                if _is_too_large(exc) and not _is_rate_limit(exc) and last > start:
-                    self._shrink(last - start + 1)
+                if _is_too_large(exc) and not _is_rate_limit(exc) and upto > first:
+                    self._shrink(upto - first + 1)
                     continue
                 raise
             except NodeUnavailable as exc:
-                if "timed out" in str(exc).lower() and last > start:
-                    self._shrink(last - start + 1)  # perhaps more than the node can answer in time: ask less
+                if "timed out" in str(exc).lower() and upto > first:
+                    self._shrink(upto - first + 1)  # perhaps more than the node can answer in time: ask less
                 if waited >= self.give_up_after:
                     raise
                 time.sleep(backoff)
                 waited += backoff
                 backoff = min(self.max_backoff, backoff * 2)
                 continue
+            last = upto
+            self._known = last - start + 1
             self._answered += 1
             if self.ceiling is not None and self._answered >= self.PROBE_EVERY:
                 self.ceiling = None

@@ -180,6 +180,63 @@ class _Chain:
         ]
 
 
+def _grown(chain: _Chain, target: int = 20) -> Any:
+    """A fetcher that has read the quiet blocks 1-7 (spans 1, 2, 4, each grown one asked for as the answered
+    size, then the rest: the span is now 8, the last answered 4)."""
+    from registry.indexer.reader import LogFetcher
+
+    fetcher = LogFetcher(chain, "0x" + "00" * 20, 1, 1_000, target)  # type: ignore[arg-type]
+    for start in (1, 2, 4):
+        fetcher.fetch(start, 20)
+    assert chain.requests == [(1, 1), (2, 2), (3, 3), (4, 5), (6, 7)] and fetcher.span == 8
+    chain.requests.clear()
+    return fetcher
+
+
+def test_a_grown_span_reaching_a_dense_stretch_answers_with_the_answered_size_first() -> None:
+    """Blocks 1-7 quiet, 8 on dense: the span grew to 8, but 8-11 (already half the target) is the
+    answer; the far denser 8-15 is never asked for."""
+    chain = _Chain({n: 30 for n in range(8, 21)})
+    fetcher = _grown(chain)
+    logs, last = fetcher.fetch(8, 20)
+    assert (len(logs), last) == (120, 11)
+    assert chain.requests == [(8, 11)]
+    assert fetcher.span == 1  # aimed at the target from the dense part's density (30 a block)
+
+
+def test_a_grown_span_over_a_quiet_stretch_is_read_whole_in_two_requests() -> None:
+    chain = _Chain({9: 1, 14: 2})
+    fetcher = _grown(chain)
+    logs, last = fetcher.fetch(8, 20)
+    assert (len(logs), last) == (3, 15)
+    assert chain.requests == [(8, 11), (12, 15)]
+    assert fetcher.span == 16
+    fetcher.fetch(16, 20)  # no larger than the answered span: one request
+    assert chain.requests[2:] == [(16, 20)]
+
+
+def test_a_refused_rest_of_a_grown_span_shrinks_the_span_by_the_size_of_the_refused_request() -> None:
+    from registry.chain.rpc import RpcError
+
+    chain = _Chain({9: 3, 13: 3, 14: 3})
+    fetcher = _grown(chain)
+    real = chain.get_logs
+
+    def limited(address: str, first: int, last: int) -> list[dict[str, Any]]:
+        logs = real(address, first, last)
+        if len(logs) > 5:
+            raise RpcError("eth_getLogs", -32005, "query returned more than 5 results")
+        return logs
+
+    chain.get_logs = limited  # type: ignore[method-assign]
+    logs, last = fetcher.fetch(8, 20)
+    # 8-11 answered (3 logs: sparse), 12-15 refused (6): the span drops to half of that request's 4
+    # blocks, and 8-9 is the answer; the next span is halfway to the largest not refused.
+    assert chain.requests == [(8, 11), (12, 15), (8, 9)]
+    assert (len(logs), last) == (3, 9)
+    assert (fetcher.ceiling, fetcher.span) == (3, 3)
+
+
 def test_a_read_far_denser_than_the_target_keeps_whole_blocks_up_to_about_the_target() -> None:
     from registry.indexer.reader import Reader, ReaderConfig
 
