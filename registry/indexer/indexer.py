@@ -343,18 +343,18 @@ class Indexer:
             self._caught_up = True
             return 0
         start = cursor.block_number + 1
-        read = self._take_read_ahead(start, end, cursor.ledger)
+        read = self._take_read_ahead(start, end)
         if read is None:
             # The block that bounds this read, pinned by hash before the logs are fetched: if it still has
             # this hash afterwards, the logs and the headers below come from the same fork. (Without the
             # pin, a reorg between the two reads that only replaced blocks without registry logs would go
             # unnoticed, and the new blocks' logs would be skipped for good.)
-            read = self._read(start, end, head if end == tip else None, cursor.ledger)
+            read = self._read(start, end, head if end == tip else None)
         last, headers, prepared = read.last, read.headers, read.prepared
         if cursor.block_hash and headers[start]["parentHash"] != cursor.block_hash:
             raise Retry  # reorg between the cursor check and now; detected on the next attempt
         if last < end and self.config.prefetch and not self._stop.is_set():
-            self._read_ahead(last + 1, end, prepared.end, len(prepared))
+            self._read_ahead(last + 1, end, len(prepared))
         end_header = headers[last]
         transaction = self.engine.begin() if self._checkpoints is None else self._checkpoints.deferred(self.engine)
         deferring = restoring = False
@@ -410,15 +410,15 @@ class Indexer:
             log.warning("built the check indexes %s (%s)", ", ".join(built), why)
         self._indexes_deferred = False
 
-    def _read(self, start: int, end: int, pin: dict[str, Any] | None, ledger: LedgerPosition) -> Read:
+    def _read(self, start: int, end: int, pin: dict[str, Any] | None) -> Read:
         """The range read on this thread (see :meth:`Reader.read`)."""
-        return self.reader.read(start, end, pin, ledger, ahead=False, fetched=self._start_reader_process)
+        return self.reader.read(start, end, pin, ahead=False, fetched=self._start_reader_process)
 
     def _start_reader_process(self, logs: int, start: int, end: int) -> None:
         """Starts the reader process for a backfill, once a range of at least ``read_process_from`` logs
         has been fetched with [start, end] left after it (on this thread or the read-ahead thread; before
-        the range is decoded): the process fetches [start, end] at once, while this range is prepared and
-        written, and is asked for it, from the ledger position this range ends at, once that is known."""
+        the range is decoded): the process reads [start, end] at once, while this range is prepared and
+        written, and holds it for the request that follows."""
         threshold = self.config.read_process_from
         if threshold is None or logs < threshold or not self.config.prefetch:
             return
@@ -428,19 +428,19 @@ class Indexer:
             try:
                 rest = self.reader.take_rest()  # (what this range's fetch brought beyond its cut)
                 self._process = ReaderProcess(
-                    self.chain.rpc.url, self.chain.rpc.timeout, self._reader_config, fetch_from=(start, end), rest=rest
+                    self.chain.rpc.url, self.chain.rpc.timeout, self._reader_config, read_from=(start, end), rest=rest
                 )
             except OSError as exc:
                 log.warning("the reader process is unavailable (%s); reading ahead on a thread", exc)
                 self._process_usable = False
 
-    def _read_ahead(self, start: int, end: int, ledger: LedgerPosition, events: int) -> None:
-        """Starts reading [start, end] from ``ledger`` on while the current batch is written: in the reader
+    def _read_ahead(self, start: int, end: int, events: int) -> None:
+        """Starts reading [start, end] while the current batch is written: in the reader
         process once ranges are big enough to pay for the hand-over (a backfill), else on a thread."""
         self._start_reader_process(events, start, end)  # (if no read before has)
         try:
             if self._process is not None:
-                self._ahead = self._process.submit(start, end, ledger)
+                self._ahead = self._process.submit(start, end)
                 return
         except OSError as exc:  # no process, or it is gone: read ahead on a thread from now on
             log.warning("the reader process is unavailable (%s); reading ahead on a thread", exc)
@@ -450,10 +450,10 @@ class Indexer:
             self._process_usable = False
         if self._reader is None:
             self._reader = ThreadPoolExecutor(1, thread_name_prefix="indexer-read-ahead")
-        self._ahead = self._reader.submit(self.reader.read, start, end, None, ledger, True, self._start_reader_process)
+        self._ahead = self._reader.submit(self.reader.read, start, end, None, True, self._start_reader_process)
 
-    def _take_read_ahead(self, start: int, end: int, ledger: LedgerPosition) -> Read | None:
-        """What was read ahead, if it starts at ``start`` from ``ledger`` and ends within ``end``; else
+    def _take_read_ahead(self, start: int, end: int) -> Read | None:
+        """What was read ahead, if it starts at ``start`` and ends within ``end``; else
         None (a failed read-ahead is read again in the foreground, with the foreground's error handling)."""
         ahead, self._ahead = self._ahead, None
         if ahead is None:
@@ -461,7 +461,7 @@ class Indexer:
         read = ReaderProcess.result(ahead)
         if read is None:
             return None
-        return read if read.start == start and read.end <= end and read.prepared.start == ledger else None
+        return read if read.start == start and read.end <= end else None
 
     def _drop_read_ahead(self) -> None:
         ahead, self._ahead = self._ahead, None

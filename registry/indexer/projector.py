@@ -280,9 +280,8 @@ class Batch:
     # ------------------------------------------------------------------ apply
 
     def apply(self, prepared: Prepared) -> LedgerPosition:
-        """Applies a range's prepared events (folded onto this batch's ledger position) in chain order."""
-        if prepared.start != self.ledger:
-            raise ValueError(f"events folded onto {prepared.start}, but the batch starts at {self.ledger}")
+        """Applies a range's prepared events in chain order, folding them onto this batch's ledger position."""
+        self.ledger = prepared.fold(self.ledger)
         self._preload(prepared.events)
         handlers = _HANDLERS
         for name, block, log_index, args in prepared.events:
@@ -290,7 +289,6 @@ class Batch:
             if handler is not None:
                 handler(self, args, block, log_index)
         self.raw.extend(prepared.raw)
-        self.ledger = prepared.end
         return self.ledger
 
     def _preload(self, events: Sequence[tuple[str, int, int, dict[str, Any]]]) -> None:

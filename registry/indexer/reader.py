@@ -2,11 +2,13 @@
 
 A read fetches the range's logs (adaptive ``eth_getLogs`` spans), the headers that bound and cover it,
 decodes the logs, checks that they and the headers come from one fork, and prepares them for the
-store: the ledger hash folded event by event and the ``raw_events`` rows built. All of it is a pure
-function of the node's answers and the ledger position the range starts from, so it runs on the
-indexer's thread, or, for a backfill's read-ahead, in a separate process (:class:`ReaderProcess`): there
-it overlaps the writes for real, instead of taking turns with them for Python's interpreter lock.
-Nothing here touches the database; what is read is checked against the cursor by the indexer.
+store: each event's payload hashed for the ledger fold and the ``raw_events`` rows built. All of it is a
+pure function of the node's answers, so it runs on the indexer's thread, or, for a backfill's read-ahead,
+in a separate process (:class:`ReaderProcess`): there it overlaps the writes for real, instead of taking
+turns with them for Python's interpreter lock, and reads on without waiting for the ranges before to be
+written. The ledger hash itself, a chain through every event, is folded by the writer
+(:meth:`Prepared.fold`, one hash an event). Nothing here touches the database; what is read is checked
+against the cursor by the indexer.
 """
 
 from __future__ import annotations
@@ -271,13 +273,14 @@ RAW_COLUMNS = ("block_number", "log_index", "block_hash", "tx_hash", "name", "se
 
 @dataclass
 class Prepared:
-    """A range's events ready for the store: what does not depend on the database's rows."""
+    """A range's events ready for the store: what depends neither on the database's rows nor on the
+    ledger position the range starts from."""
 
-    start: LedgerPosition
-    """The ledger position the events were folded onto (the cursor's, when they are applied)."""
-    end: LedgerPosition
     raw: list[tuple[Any, ...]]
-    """``raw_events`` rows, :data:`RAW_COLUMNS` in order, in chain order."""
+    """``raw_events`` rows, :data:`RAW_COLUMNS` in order, in chain order; ``seq`` and ``ledger_head`` are
+    None until :meth:`fold`."""
+    folded: list[tuple[int, bytes, bytes]]
+    """(index in ``raw``, topic0, keccak256 of the ledger payload) of each event the ledger folds, in order."""
     events: list[tuple[str, int, int, Any]]
     """(name, block number, log index, fields) of every event, in chain order, for the projector (for
     an event with a row builder, the row's values in place of the fields)."""
@@ -285,37 +288,44 @@ class Prepared:
     def __len__(self) -> int:
         return len(self.events)
 
+    def fold(self, start: LedgerPosition) -> LedgerPosition:
+        """Folds the events onto ``start`` (the cursor's position), filling the raw rows' ``seq`` and
+        ``ledger_head``; returns the position after the last. Again from another start, it refills them."""
+        head, count = start.head, start.count
+        raw = self.raw
+        for i, topic0, payload_hash in self.folded:
+            count += 1
+            head = fold_hashed(head, count, topic0, payload_hash)
+            block, log_index, block_hash, tx_hash, name, _, _, text = raw[i]
+            raw[i] = (block, log_index, block_hash, tx_hash, name, count, head, text)
+        return LedgerPosition(head, count)
+
 
 def prepare(
     events: list[DecodedEvent],
-    start: LedgerPosition,
     writers: dict[str, Callable[[dict[str, Any]], str]] | None = None,
     rows: dict[str, Callable[[dict[str, Any], int], Any]] | None = None,
 ) -> Prepared:
-    """Folds ``events`` (in chain order) onto ``start`` and builds their ``raw_events`` rows (``writers``:
-    :func:`json_writers` of the events' ABI, for speed; the text is :func:`args_json`'s either way).
-    ``rows``: per event name, a builder of the row it creates (the projector's ``READY_ROWS``), whose
-    result then stands in the event's place of the fields."""
+    """Builds the ``raw_events`` rows of ``events`` (in chain order; ``writers``: :func:`json_writers` of
+    the events' ABI, for speed; the text is :func:`args_json`'s either way) and hashes the payloads the
+    ledger folds (:meth:`Prepared.fold` folds them). ``rows``: per event name, a builder of the row it
+    creates (the projector's ``READY_ROWS``), whose result then stands in the event's place of the fields."""
     writers = writers or {}
     rows = rows or {}
-    head, count = start.head, start.count
     raw: list[tuple[Any, ...]] = []
+    folded: list[tuple[int, bytes, bytes]] = []
     compact: list[tuple[str, int, int, Any]] = []
-    add_raw, add_event = raw.append, compact.append
-    # One string object per block and transaction hash (a block's logs each carry their own copy from the
-    # JSON): pickled once to the indexer, and stored once in memory.
-    same: dict[str, str] = {}
+    add_raw, add_fold, add_event = raw.append, folded.append, compact.append
+    # One object per block hash, transaction hash and topic (each log carries its own copy): pickled once
+    # to the indexer, and stored once in memory.
+    same: dict[Any, Any] = {}
     payload_hashes = iter(keccak256_many([e.payload for e in events if e.name not in UNFOLDED_EVENTS]))
     for e in events:
         name, block, args = e.name, e.block_number, e.args
         block_hash = same.setdefault(e.block_hash, e.block_hash)
         tx_hash = same.setdefault(e.transaction_hash, e.transaction_hash)
-        if name in UNFOLDED_EVENTS:
-            seq = stored_head = None
-        else:
-            count += 1
-            head = fold_hashed(head, count, e.topic0, next(payload_hashes))
-            seq, stored_head = count, head
+        if name not in UNFOLDED_EVENTS:
+            add_fold((len(raw), same.setdefault(e.topic0, e.topic0), next(payload_hashes)))
         writer = writers.get(name)
         if writer is not None:
             try:
@@ -324,10 +334,10 @@ def prepare(
                 text = args_json(args)
         else:
             text = args_json(args)
-        add_raw((block, e.log_index, block_hash, tx_hash, name, seq, stored_head, text))
+        add_raw((block, e.log_index, block_hash, tx_hash, name, None, None, text))
         build = rows.get(name)
         add_event((name, block, e.log_index, args if build is None else build(args, block)))
-    return Prepared(start, LedgerPosition(head, count), raw, compact)
+    return Prepared(raw, folded, compact)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -414,16 +424,15 @@ class Reader:
         start: int,
         end: int,
         pin: dict[str, Any] | None,
-        ledger: LedgerPosition,
         ahead: bool,
         fetched: Callable[[int, int, int], None] | None = None,
     ) -> Read:
-        """Logs of [start, last <= end], their headers, folded onto ``ledger``; read ahead, also the
-        contract's ledger at ``last`` (by block hash). Checks that the logs, the headers and the pinned
+        """Logs of [start, last <= end], their headers, prepared; read ahead, also the contract's ledger
+        at ``last`` (by block hash). Checks that the logs, the headers and the pinned
         end block belong together (:class:`Retry` if not), nothing against the cursor: the caller does.
 
         With ``config.fetch_ahead``, once the node has answered for this range the next one (from
-        ``last + 1`` to the same end) is fetched on a thread while this one is decoded and folded, so that
+        ``last + 1`` to the same end) is fetched on a thread while this one is decoded and prepared, so that
         the node's time and the decoding overlap; the next read takes it if it asks for that range (and,
         pinned, the pin still matches), else it is dropped. At most one fetch is under way at a time.
 
@@ -441,7 +450,7 @@ class Reader:
                 fetched(len(answer.logs), answer.last + 1, answer.end)
         decode = self.abi.decode_log
         events = [e for e in (decode(entry) for entry in answer.logs) if e is not None]
-        prepared = prepare(events, ledger, self.writers, self.rows)
+        prepared = prepare(events, self.writers, self.rows)
         contract = answer.ledger if events else None
         return Read(start, answer.end, answer.last, answer.headers, prepared, contract)
 
@@ -469,10 +478,6 @@ class Reader:
                 raise Retry
         contract = self.contract_ledger(headers[last]["hash"]) if ahead and logs and self.config.verify_ledger else None
         return _Fetched(start, end, last, logs, headers, contract)
-
-    def prefetch(self, start: int, end: int) -> None:
-        """Starts fetching [start, <= end] (as a read ahead does) for the read that will ask for it."""
-        self._fetch_next(start, end, True)
 
     def _fetch_next(self, start: int, end: int, ahead: bool) -> None:
         if self._fetching is None:
@@ -682,19 +687,18 @@ class ReaderProcess:
         url: str,
         timeout: float,
         config: ReaderConfig,
-        fetch_from: tuple[int, int] | None = None,
+        read_from: tuple[int, int] | None = None,
         rest: Rest | None = None,
         fork: bool | None = None,
     ) -> None:
-        """``fetch_from``: (start, end) of the range the first request will ask for, which the child starts
-        fetching from the node at once (the request needs the ledger position the range before it ends
-        at, and so waits for that range's preparing). ``rest``: logs the parent fetched beyond a cut,
+        """``read_from``: (start, end) of the range the first request will ask for, which the child starts
+        reading at once, before it is asked. ``rest``: logs the parent fetched beyond a cut,
         which a forked child reads instead of fetching them again (a spawned one fetches them)."""
         if fork is None:
             fork = sys.platform == "linux" and hasattr(os, "fork")
         self._child: subprocess.Popen[bytes] | _Forked
         if fork:
-            self._child, self._input, self._output = self._fork(url, timeout, config, fetch_from, rest)
+            self._child, self._input, self._output = self._fork(url, timeout, config, read_from, rest)
         else:
             root = str(Path(__file__).resolve().parents[2])
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
@@ -706,11 +710,11 @@ class ReaderProcess:
             )
             assert child.stdin is not None and child.stdout is not None
             self._child, self._input, self._output = child, child.stdin, child.stdout
-            _send(self._input, pickle.dumps((url, timeout, config, fetch_from)))
+            _send(self._input, pickle.dumps((url, timeout, config, read_from)))
 
     @staticmethod
     def _fork(
-        url: str, timeout: float, config: ReaderConfig, fetch_from: tuple[int, int] | None, rest: Rest | None
+        url: str, timeout: float, config: ReaderConfig, read_from: tuple[int, int] | None, rest: Rest | None
     ) -> tuple[_Forked, IO[bytes], IO[bytes]]:
         requests_in, requests_out = os.pipe()
         answers_in, answers_out = os.pipe()
@@ -731,7 +735,7 @@ class ReaderProcess:
                 reader = Reader(ChainClient(url, timeout=timeout), replace(config, fetch_ahead=True))
                 reader.give_rest(rest)  # (the parent's memory, as forked: nothing to copy)
                 with suppress(BrokenPipeError, KeyboardInterrupt):  # the parent went away
-                    _serve(requests, answers, reader, fetch_from)
+                    _serve(requests, answers, reader, read_from)
             except BaseException:
                 status = 1
                 with suppress(BaseException):
@@ -743,12 +747,12 @@ class ReaderProcess:
         _FORKED_PIPES.update((requests_out, answers_in))
         return _Forked(pid), os.fdopen(requests_out, "wb"), os.fdopen(answers_in, "rb")
 
-    def submit(self, start: int, end: int, ledger: LedgerPosition) -> Future[bytes]:
+    def submit(self, start: int, end: int) -> Future[bytes]:
         """Sends the request; the answer is taken off the pipe by a thread as soon as it comes (so the
         child never waits on a full pipe), and unpickled by :meth:`result`."""
         future: Future[bytes] = Future()
         future.set_running_or_notify_cancel()
-        _send(self._input, pickle.dumps((start, end, ledger)))
+        _send(self._input, pickle.dumps((start, end)))
 
         def receive() -> None:
             try:
@@ -797,52 +801,57 @@ class ReaderProcess:
 
 
 def _serve(
-    requests: IO[bytes], answers: IO[bytes], reader: Reader | None = None, fetch_from: tuple[int, int] | None = None
+    requests: IO[bytes], answers: IO[bytes], reader: Reader | None = None, read_from: tuple[int, int] | None = None
 ) -> None:
     """The reader process: a :class:`Reader` answering requests until its input closes.
 
-    Having answered a read that stopped short of its range's end, it reads the next range at once (from
-    the answer's last block and ledger position on) and holds it, pickled: the indexer's next request,
-    sent once it has taken the answer, almost always asks for exactly that, and then gets it without
-    the reader having idled through the hand-over. Anything else asked is read as asked (what was held
-    is dropped); the indexer checks what it gets against its cursor either way."""
+    It reads ahead of the requests: first ``read_from`` (start, end), if given, then, having answered a
+    read that stopped short of its range's end, the range after it; what it read it holds, pickled. The
+    indexer's next request almost always asks for exactly that, and then gets it without the reader
+    having idled through the hand-over. Anything else asked is read as asked (what was held is
+    dropped); the indexer checks what it gets against its cursor either way."""
     if reader is None:  # (given: a forked child's, or a test's)
-        url, timeout, config, fetch_from = pickle.loads(_receive(requests))
+        url, timeout, config, read_from = pickle.loads(_receive(requests))
         reader = Reader(ChainClient(url, timeout=timeout), replace(config, fetch_ahead=True))
-    if fetch_from is not None:
-        reader.prefetch(*fetch_from)
     try:
-        _answer(requests, answers, reader)
+        _answer(requests, answers, reader, read_from)
     finally:
         reader.close()
 
 
-def _answer(requests: IO[bytes], answers: IO[bytes], reader: Reader) -> None:
-    held: tuple[Read, bytes] | None = None  # a read of the following range, and its pickle
+def _answer(requests: IO[bytes], answers: IO[bytes], reader: Reader, read_from: tuple[int, int] | None) -> None:
+    held = _hold(reader, *read_from) if read_from is not None else None  # a read ahead, and its pickle
     while True:
         try:
-            start, end, ledger = pickle.loads(_receive(requests))
+            start, end = pickle.loads(_receive(requests))
         except EOFError:
             return
         outcome: Read | _Failed
-        if held is not None and (held[0].start, held[0].prepared.start) == (start, ledger) and held[0].end <= end:
+        if held is not None and held[0].start == start and held[0].end <= end:
             outcome, answer = held
         else:
             with paused_gc():
-                outcome = _read_or_failure(reader, start, end, ledger)
+                outcome = _read_or_failure(reader, start, end)
                 answer = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
         held = None
         _send(answers, answer)
         if isinstance(outcome, Read) and outcome.last < outcome.end:
-            with paused_gc():
-                ahead = _read_or_failure(reader, outcome.last + 1, outcome.end, outcome.prepared.end)
-                if isinstance(ahead, Read):
-                    held = (ahead, pickle.dumps(ahead, protocol=pickle.HIGHEST_PROTOCOL))
+            held = _hold(reader, outcome.last + 1, outcome.end)
 
 
-def _read_or_failure(reader: Reader, start: int, end: int, ledger: LedgerPosition) -> Read | _Failed:
+def _hold(reader: Reader, start: int, end: int) -> tuple[Read, bytes] | None:
+    """[start, <= end] read and pickled, to answer a request for it at once (None: the read failed, and
+    the request will read it again)."""
+    with paused_gc():
+        ahead = _read_or_failure(reader, start, end)
+        if isinstance(ahead, Read):
+            return ahead, pickle.dumps(ahead, protocol=pickle.HIGHEST_PROTOCOL)
+    return None
+
+
+def _read_or_failure(reader: Reader, start: int, end: int) -> Read | _Failed:
     try:
-        return reader.read(start, end, None, ledger, ahead=True)
+        return reader.read(start, end, None, ahead=True)
     except Exception as exc:
         return _Failed(exc)
 

@@ -213,9 +213,9 @@ def test_the_reader_process_is_handed_what_the_range_that_started_it_fetched_bey
     started = reader_module.ReaderProcess
 
     class Recorded(started):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: object, fetch_from: tuple[int, int], rest: reader_module.Rest | None) -> None:
-            handed.append((fetch_from, rest))
-            super().__init__(*args, fetch_from=fetch_from, rest=rest)
+        def __init__(self, *args: object, read_from: tuple[int, int], rest: reader_module.Rest | None) -> None:
+            handed.append((read_from, rest))
+            super().__init__(*args, read_from=read_from, rest=rest)
 
     monkeypatch.setattr(indexer_module, "ReaderProcess", Recorded)
     engine = make_engine(sqlite_url)
@@ -224,9 +224,9 @@ def test_the_reader_process_is_handed_what_the_range_that_started_it_fetched_bey
         indexer.sync()
         assert indexer.reader_cpu_seconds() is not None, "the reader process served the backfill"
     assert len(handed) == 1
-    fetch_from, rest = handed[0]
+    read_from, rest = handed[0]
     assert isinstance(rest, reader_module.Rest) and len(rest.logs) > 4
-    assert fetch_from == (rest.start, seeded.chain.block_number()), "told to fetch where the rest starts"
+    assert read_from == (rest.start, seeded.chain.block_number()), "told to read from where the rest starts"
     assert all(int(entry["blockNumber"], 16) >= rest.start for entry in rest.logs)
     check_mirror(engine, seeded.chain, seeded.deployment)
     engine.dispose()

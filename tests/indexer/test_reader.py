@@ -80,7 +80,7 @@ def test_a_value_of_another_shape_falls_back_to_the_generic_text() -> None:
     event = _event("ReceivableConfirmed", {"id": True, "fingerprint": b"\1" * 32})  # a bool where an int goes
     with pytest.raises(TypeError):
         WRITERS["ReceivableConfirmed"](event.args)
-    prepared = prepare([event], LedgerPosition(GENESIS_HEAD, 0), WRITERS)
+    prepared = prepare([event], WRITERS)
     assert prepared.raw[0][-1] == json.dumps({"id": True, "fingerprint": "0x" + "01" * 32}, separators=(",", ":"))
 
 
@@ -92,19 +92,24 @@ def _event(name: str, args: dict[str, Any], block: int = 7, index: int = 0) -> D
     return DecodedEvent(name, args, topic0, "0x" + "00" * 20, block, "0x" + "ab" * 32, "0x" + "cd" * 32, index, payload)
 
 
-def test_prepare_folds_as_the_ledger_replays_and_chains_from_its_start() -> None:
+def test_a_prepared_range_folds_as_the_ledger_replays_and_chains_from_its_start() -> None:
     events = [
         _event("ReceivableConfirmed", {"id": i, "fingerprint": bytes([i]) * 32}, block=10 + i // 3, index=i % 3)
         for i in range(1, 10)
     ]
     events.insert(4, _event("RegistrationRejected", {"creditor": 2, "line": 1, "reason": b"\x01\x02"}))
     start = LedgerPosition(GENESIS_HEAD, 0)
-    whole = prepare(events, start, WRITERS)
+    whole = prepare(events, WRITERS)
+    assert all(row[5] is None and row[6] is None for row in whole.raw), "folded by the writer, not here"
+    end = whole.fold(start)
     expected = replay(events, LedgerState(GENESIS_HEAD, 0))
-    assert (whole.end.head, whole.end.count) == (expected.head, expected.count) and whole.end.count == 9
-    first = prepare(events[:5], start, WRITERS)
-    second = prepare(events[5:], first.end, WRITERS)
-    assert second.end == whole.end and first.raw + second.raw == whole.raw
+    assert (end.head, end.count) == (expected.head, expected.count) and end.count == 9
+    first, second = prepare(events[:5], WRITERS), prepare(events[5:], WRITERS)
+    assert second.fold(first.fold(start)) == end and first.raw + second.raw == whole.raw
+    assert whole.fold(start) == end and whole.raw == first.raw + second.raw, "folding again refills the same"
+    elsewhere = LedgerPosition(b"\x09" * 32, 40)
+    moved = second.fold(elsewhere)  # (another start: a rollback, then the same range read anew)
+    assert moved.count == 45 and moved != end and second.raw[0][5] == 41 and second.raw[-1][6] == moved.head
     rejected = whole.raw[4]
     assert rejected[4] == "RegistrationRejected" and rejected[5] is None and rejected[6] is None  # not folded
     assert [row[5] for row in whole.raw if row[5] is not None] == list(range(1, 10))
@@ -243,16 +248,16 @@ def test_a_read_far_denser_than_the_target_keeps_whole_blocks_up_to_about_the_ta
     chain = _Chain({1: 1, 2: 1, 3: 1, 4: 1, **{n: 30 for n in range(5, 11)}})
     config = ReaderConfig("0x" + "00" * 20, 100, 1_000, 20, 256, 0.1, False)
     reader = Reader(chain, config)  # type: ignore[arg-type]
-    read = reader.read(1, 20, None, LedgerPosition(GENESIS_HEAD, 0), ahead=False)
+    read = reader.read(1, 20, None, ahead=False)
     # 184 logs in blocks 1-20, more than twice the target: kept through block 5, where the 21st log is.
     assert chain.requests == [(1, 20)]
     assert read.last == 5 and set(read.headers) >= {1, 2, 3, 4, 5, 20} and max(n for n in read.headers if n < 20) == 5
     # The next read starts after it, from the logs already fetched (cut again: blocks 6-10 hold 150).
-    nxt = reader.read(6, 20, None, read.prepared.end, ahead=False)
+    nxt = reader.read(6, 20, None, ahead=False)
     assert chain.requests == [(1, 20)], "what was fetched beyond the cut is not fetched again"
     assert (nxt.start, nxt.last) == (6, 6) and len(nxt.prepared) == 0  # (logs of no known event)
     assert set(nxt.headers) >= {6, 20}
-    rest = reader.read(7, 20, None, nxt.prepared.end, ahead=False)
+    rest = reader.read(7, 20, None, ahead=False)
     assert chain.requests == [(1, 20)] and (rest.start, rest.last) == (7, 7)
 
 
@@ -261,10 +266,10 @@ def test_logs_kept_beyond_a_cut_are_fetched_again_once_the_chain_changed_under_t
 
     chain = _Chain({n: 30 for n in range(5, 11)})
     reader = Reader(chain, ReaderConfig("0x" + "00" * 20, 100, 1_000, 20, 256, 0.1, False))  # type: ignore[arg-type]
-    first = reader.read(1, 20, None, LedgerPosition(GENESIS_HEAD, 0), ahead=False)
+    first = reader.read(1, 20, None, ahead=False)
     assert first.last == 5
     chain.fork = 1  # every block hash changes: the kept logs name blocks of the old fork
-    nxt = reader.read(6, 20, None, first.prepared.end, ahead=False)
+    nxt = reader.read(6, 20, None, ahead=False)
     assert len(chain.requests) == 2 and chain.requests[1][0] == 6, "fetched again rather than read from the old fork"
     assert nxt.start == 6 and set(nxt.headers) >= {6, 20}
 
@@ -275,17 +280,17 @@ def test_logs_kept_beyond_a_cut_can_be_handed_to_another_reader_and_only_serve_t
     chain = _Chain({n: 30 for n in range(5, 11)})
     config = ReaderConfig("0x" + "00" * 20, 100, 1_000, 20, 256, 0.1, False)
     parent = Reader(chain, config)  # type: ignore[arg-type]
-    first = parent.read(1, 20, None, LedgerPosition(GENESIS_HEAD, 0), ahead=False)
+    parent.read(1, 20, None, ahead=False)
     rest = parent.take_rest()
     assert rest is not None and (rest.start, rest.last) == (6, 20) and len(rest.logs) == 150
     assert parent.take_rest() is None, "given up once"
     child = Reader(chain, config)  # type: ignore[arg-type]
     child.give_rest(rest)
-    read = child.read(6, 20, None, first.prepared.end, ahead=False)
+    read = child.read(6, 20, None, ahead=False)
     assert chain.requests == [(1, 20)] and (read.start, read.last) == (6, 6)
     other = Reader(chain, config)  # type: ignore[arg-type]
     other.give_rest(rest)
-    other.read(3, 20, None, first.prepared.start, ahead=False)  # (another start: a rollback's re-read)
+    other.read(3, 20, None, ahead=False)  # (another start: a rollback's re-read)
     assert chain.requests[-1] == (3, 20)
 
 
@@ -294,7 +299,7 @@ def test_a_first_block_denser_than_the_target_is_kept_whole() -> None:
 
     chain = _Chain({3: 100, 4: 100})
     reader = Reader(chain, ReaderConfig("0x" + "00" * 20, 100, 1_000, 20, 256, 0.1, False))  # type: ignore[arg-type]
-    read = reader.read(3, 20, None, LedgerPosition(GENESIS_HEAD, 0), ahead=False)
+    read = reader.read(3, 20, None, ahead=False)
     assert read.last == 3  # one block cannot be split
 
 
@@ -309,11 +314,11 @@ def _fetching_reader(chain: _Chain) -> Any:
 def test_the_next_range_is_fetched_while_this_one_is_prepared_and_taken_by_the_next_read() -> None:
     chain = _Chain({n: 30 for n in range(5, 11)})  # the first read: blocks 1-5
     reader = _fetching_reader(chain)
-    first = reader.read(1, 20, None, LedgerPosition(GENESIS_HEAD, 0), ahead=False)
+    first = reader.read(1, 20, None, ahead=False)
     assert first.last == 5
     ahead = reader._next.result(timeout=10)  # the fetch from block 6 on, under way on the thread
     assert chain.requests[-1][0] == 6 and len(chain.requests) == 2
-    second = reader.read(6, 20, None, first.prepared.end, ahead=False)
+    second = reader.read(6, 20, None, ahead=False)
     reader.close()
     assert [r for r in chain.requests if r[0] == 6] == [chain.requests[1]], "block 6 on is not fetched again"
     assert (second.start, second.last, second.end) == (6, ahead.last, 20)
@@ -323,19 +328,19 @@ def test_the_next_range_is_fetched_while_this_one_is_prepared_and_taken_by_the_n
 def test_a_read_of_another_range_drops_what_was_fetched_ahead_and_a_failed_fetch_is_read_again() -> None:
     chain = _Chain({n: 30 for n in range(5, 11)})
     reader = _fetching_reader(chain)
-    first = reader.read(1, 20, None, LedgerPosition(GENESIS_HEAD, 0), ahead=False)
-    reader.read(3, 20, None, first.prepared.start, ahead=False)  # (a rollback's re-read, say)
+    reader.read(1, 20, None, ahead=False)
+    reader.read(3, 20, None, ahead=False)  # (a rollback's re-read, say)
     assert chain.requests[-1][0] == 3, "another start is read as asked"
     reader.close()
 
     failing = _Chain({n: 30 for n in range(5, 11)})
     reader = _fetching_reader(failing)
-    first = reader.read(1, 20, None, LedgerPosition(GENESIS_HEAD, 0), ahead=False)
+    reader.read(1, 20, None, ahead=False)
     reader._next.result(timeout=10)
     broken: Future[Any] = Future()
     broken.set_exception(ConnectionError("node gone"))
     reader._next = broken
-    second = reader.read(6, 20, None, first.prepared.end, ahead=False)
+    second = reader.read(6, 20, None, ahead=False)
     reader.close()
     assert [r[0] for r in failing.requests].count(6) == 2, "fetched ahead, failed, then read in the foreground"
     assert second.start == 6 and second.last >= 6
@@ -383,7 +388,7 @@ def test_registrations_reach_the_projector_as_ready_rows_and_a_changed_one_becom
     start = LedgerPosition(GENESIS_HEAD, 0)
     engine = make_engine(f"sqlite:///{tmp_path}/ready.db")
     migrate(engine)
-    prepared = prepare(events, start, WRITERS, READY_ROWS)
+    prepared = prepare(events, WRITERS, READY_ROWS)
     assert isinstance(prepared.events[0][3], tuple) and isinstance(prepared.events[2][3], dict)
     with engine.begin() as conn:
         batch = Batch(conn, start)
@@ -447,21 +452,21 @@ class _Ranges:
     """A stand-in for the reader: ranges of 3 blocks; logs what it was asked."""
 
     def __init__(self) -> None:
-        self.asked: list[tuple[int, int, LedgerPosition]] = []
+        self.asked: list[tuple[int, int]] = []
 
-    def read(self, start: int, end: int, pin: Any, ledger: LedgerPosition, ahead: bool) -> Any:
+    def read(self, start: int, end: int, pin: Any, ahead: bool) -> Any:
         from registry.indexer.reader import Prepared, Read
 
-        self.asked.append((start, end, ledger))
-        last = min(end, start + 2)
-        after = LedgerPosition(bytes([last]) * 32, last)
-        return Read(start, end, last, {}, Prepared(ledger, after, [], []), None)
+        self.asked.append((start, end))
+        return Read(start, end, min(end, start + 2), {}, Prepared([], [], []), None)
 
     def close(self) -> None:
         self.closed = True
 
 
-def _serve_requests(requests: list[tuple[int, int, LedgerPosition]]) -> tuple[list[Any], _Ranges]:
+def _serve_requests(
+    requests: list[tuple[int, int]], read_from: tuple[int, int] | None = None
+) -> tuple[list[Any], _Ranges]:
     from registry.indexer.reader import _serve
 
     stream = io.BytesIO()
@@ -469,7 +474,7 @@ def _serve_requests(requests: list[tuple[int, int, LedgerPosition]]) -> tuple[li
         _send(stream, pickle.dumps(request))
     stream.seek(0)
     answers, ranges = io.BytesIO(), _Ranges()
-    _serve(stream, answers, ranges)  # type: ignore[arg-type]
+    _serve(stream, answers, ranges, read_from)  # type: ignore[arg-type]
     answers.seek(0)
     out = []
     while True:
@@ -480,28 +485,31 @@ def _serve_requests(requests: list[tuple[int, int, LedgerPosition]]) -> tuple[li
 
 
 def test_the_reader_holds_the_following_range_and_answers_a_request_for_it_without_reading_again() -> None:
-    genesis = LedgerPosition(GENESIS_HEAD, 0)
-    after_3 = LedgerPosition(bytes([3]) * 32, 3)
-    answers, ranges = _serve_requests([(1, 10, genesis), (4, 12, after_3)])
+    answers, ranges = _serve_requests([(1, 10), (4, 12)])
     assert [(a.start, a.last) for a in answers] == [(1, 3), (4, 6)]
-    # Asked 1-10; then read 4-10 unasked (held); the request for 4 from the same ledger (a farther end)
-    # got the held read; then 7-10 was read ahead in turn (and dropped when the input ended).
-    assert ranges.asked == [(1, 10, genesis), (4, 10, after_3), (7, 10, LedgerPosition(bytes([6]) * 32, 6))]
-    assert answers[1].end == 10 and answers[1].prepared.start == after_3
+    # Asked 1-10; then read 4-10 unasked (held); the request for 4 (a farther end) got the held read;
+    # then 7-10 was read ahead in turn (and dropped when the input ended).
+    assert ranges.asked == [(1, 10), (4, 10), (7, 10)]
+    assert answers[1].end == 10
+
+
+def test_the_reader_reads_the_range_it_starts_with_before_it_is_asked() -> None:
+    answers, ranges = _serve_requests([(5, 10)], read_from=(5, 9))
+    assert [(a.start, a.end) for a in answers] == [(5, 9)], "the held read (its end within the request's)"
+    assert ranges.asked == [(5, 9), (8, 9)]
 
 
 def test_a_request_other_than_the_held_range_is_read_as_asked() -> None:
-    genesis = LedgerPosition(GENESIS_HEAD, 0)
-    elsewhere = LedgerPosition(b"\x09" * 32, 9)  # after a rollback the cursor, and so the ledger, differ
-    answers, ranges = _serve_requests([(1, 10, genesis), (4, 10, elsewhere), (2, 10, genesis)])
-    assert [(a.start, a.prepared.start) for a in answers] == [(1, genesis), (4, elsewhere), (2, genesis)]
-    assert [(start, ledger) for start, _, ledger in ranges.asked] == [
-        (1, genesis),
-        (4, LedgerPosition(bytes([3]) * 32, 3)),  # held, then dropped: another ledger was asked for
-        (4, elsewhere),
-        (7, LedgerPosition(bytes([6]) * 32, 6)),  # held, then dropped: another start was asked for
-        (2, genesis),
-        (5, LedgerPosition(bytes([4]) * 32, 4)),
+    answers, ranges = _serve_requests([(1, 10), (2, 10), (3, 10)], read_from=(7, 10))
+    assert [a.start for a in answers] == [1, 2, 3]
+    assert ranges.asked == [
+        (7, 10),  # held from the start, then dropped: another start was asked for
+        (1, 10),
+        (4, 10),  # held, then dropped
+        (2, 10),
+        (5, 10),  # held, then dropped
+        (3, 10),
+        (6, 10),
     ]
 
 

@@ -29,7 +29,7 @@ from registry.chain.deployment import deploy
 from registry.chain.node import LocalNode
 from registry.demo import Member, demo_invoice
 from registry.indexer.indexer import ChainReset, Indexer, IndexerConfig, ReorgBeyondFinality
-from registry.indexer.reader import LedgerPosition, Read
+from registry.indexer.reader import Read
 from registry.invoice import Invoice
 from registry.keys import anvil_account
 from registry.store.db import make_engine
@@ -367,8 +367,8 @@ def test_read_ahead_of_a_range_the_chain_then_replaces_is_rolled_back(
         taken: list[bool] = []
         take = indexer._take_read_ahead
 
-        def spy(start: int, end: int, ledger: LedgerPosition) -> Read | None:
-            read = take(start, end, ledger)
+        def spy(start: int, end: int) -> Read | None:
+            read = take(start, end)
             taken.append(read is not None)
             return read
 
