@@ -23,9 +23,11 @@ from registry.chain.abi import ContractAbi, DecodedEvent
 from registry.chain.compiler import artifact
 from registry.indexer.reader import (
     LedgerPosition,
+    Read,
     ReaderConfig,
     ReaderProcess,
     _Failed,
+    _pickled,
     _receive,
     _send,
     args_json,
@@ -117,6 +119,26 @@ def test_a_prepared_range_folds_as_the_ledger_replays_and_chains_from_its_start(
 
 
 # ---------------------------------------------------------------------------------------- the process's framing
+
+
+def test_a_read_is_pickled_without_the_memo_and_unpickles_equal() -> None:
+    events = [
+        _event("ReceivableConfirmed", {"id": i, "fingerprint": bytes([i]) * 32}, block=10 + i // 3, index=i % 3)
+        for i in range(1, 10)
+    ]
+    header = {"number": "0xa", "hash": "0x" + "ab" * 32, "parentHash": "0x" + "cd" * 32, "timestamp": "0x1"}
+    read = Read(10, 20, 13, {10: header}, prepare(events, WRITERS), (b"\x01" * 32, 9))
+    data = _pickled(read)
+    assert pickle.loads(data) == read
+    shared = "0x" + "ef" * 32  # (one object in two places: a memo would send it once)
+    twice = pickle.loads(_pickled([shared, shared]))  # type: ignore[arg-type]
+    assert twice == [shared, shared] and twice[0] is not twice[1], "pickled in the fast mode, without the memo"
+    cyclic = _Failed(ValueError("a cycle"))
+    loop: list[Any] = []
+    loop.append(loop)
+    cyclic.description = loop  # type: ignore[assignment]
+    back = pickle.loads(_pickled(cyclic))  # what the fast mode refuses is pickled as usual
+    assert back.description[0] is back.description
 
 
 def test_messages_are_framed_by_length_and_a_short_stream_is_an_eof() -> None:
