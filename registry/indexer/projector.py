@@ -17,7 +17,6 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Executable, Table, bindparam, delete, insert, select, update
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from registry.domain import ROLE_NAMES, ClaimStatus, DisputeResolution, EntityStatus, KeyStatus, Status
@@ -152,13 +151,12 @@ def _current_rows_sql(table: Table, key: str, count: int) -> str:
 
 
 @cache
-def _current_rows_any_sql(table: Table, key: str) -> str:
+def _current_rows_any_sql(table: Table, key: str, key_type: str) -> str:
     """:func:`_current_rows` for PostgreSQL (psycopg), as the driver's SQL taking the keys as one array of
-    the key column's own type (an array of another type, numeric say, would compare through a cast and
-    miss the index)."""
+    the key column's own type, ``key_type`` as the dialect writes it (an array of another type, numeric
+    say, would compare through a cast and miss the index)."""
     names = ", ".join(f'"{c.name}"' for c in table.columns)
-    array = f"{table.c[key].type.compile(dialect=postgresql.dialect())}[]"
-    return f'SELECT {names} FROM "{table.name}" WHERE "{key}" = ANY(CAST(%s AS {array})) AND valid_to IS NULL'
+    return f'SELECT {names} FROM "{table.name}" WHERE "{key}" = ANY(CAST(%s AS {key_type}[])) AND valid_to IS NULL'
 
 
 @cache
@@ -211,7 +209,8 @@ class _Versioned:
             names = [c.name for c in self.table.columns]
             position = names.index(self.key)
             with conn.connection.dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
-                cursor.execute(_current_rows_any_sql(self.table, self.key), (wanted,))
+                key_type = self.table.c[self.key].type.compile(dialect=conn.dialect)
+                cursor.execute(_current_rows_any_sql(self.table, self.key, key_type), (wanted,))
                 for values in cursor:
                     self.current[values[position]] = dict(zip(names, values, strict=True))
             return
