@@ -564,8 +564,10 @@ def _by_document(condition: ColumnElement[bool], *padding: Any) -> Select[Any]:
 class _Likely(ColumnElement[Any]):
     """``clause``, told to SQLite's planner to hold for most rows (``likely(clause)``); other dialects get
     ``clause`` itself. SQLite without ANALYZE statistics takes ``valid_to IS NULL`` for a selective
-    equality and walks ``ix_receivables_valid_to`` over every current row rather than probing a partial
-    index once per value of an ``IN`` list; ``likely()`` still implies the partial index's predicate."""
+    equality and walked ``ix_receivables_valid_to`` over every current row rather than probing a partial
+    index once per value of an ``IN`` list, while that index held current rows (before migration 0007
+    made it partial); kept so that no index on ``valid_to`` can be preferred again. ``likely()`` still
+    implies the partial index's predicate."""
 
     inherit_cache = True
     _traverse_internals = [("clause", InternalTraversal.dp_clauseelement)]  # noqa: RUF012 (SQLAlchemy protocol)

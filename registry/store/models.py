@@ -41,6 +41,10 @@ class Base(DeclarativeBase):
 
 
 CURRENT = text("valid_to IS NULL")
+CLOSED = text("valid_to IS NOT NULL")
+"""The predicate of the ``valid_to`` indexes: they serve a rollback's reopening (``valid_to > B``) and
+hold closed versions only, so a new current version (every registration) is written to one index fewer,
+and no lookup of current rows (``valid_to IS NULL``) can be planned as a walk over one of them."""
 
 
 def table_of(model: type[Base]) -> Table:
@@ -133,7 +137,7 @@ class Receivable(Base):
             sqlite_where=CURRENT,
             postgresql_where=CURRENT,
         ),
-        Index("ix_receivables_valid_to", "valid_to"),
+        Index("ix_receivables_valid_to", "valid_to", sqlite_where=CLOSED, postgresql_where=CLOSED),
         Index(
             "ix_receivables_current_debtor_number",
             "debtor",
@@ -180,7 +184,7 @@ class Participant(Base):
 
     __table_args__ = (
         Index("ix_participants_current", "entity_id", unique=True, sqlite_where=CURRENT, postgresql_where=CURRENT),
-        Index("ix_participants_valid_to", "valid_to"),
+        Index("ix_participants_valid_to", "valid_to", sqlite_where=CLOSED, postgresql_where=CLOSED),
     )
 
 
@@ -198,7 +202,7 @@ class ParticipantKey(Base):
 
     __table_args__ = (
         Index("ix_participant_keys_current", "address", unique=True, sqlite_where=CURRENT, postgresql_where=CURRENT),
-        Index("ix_participant_keys_valid_to", "valid_to"),
+        Index("ix_participant_keys_valid_to", "valid_to", sqlite_where=CLOSED, postgresql_where=CLOSED),
     )
 
 
@@ -219,7 +223,7 @@ class PaymentClaimRow(Base):
 
     __table_args__ = (
         Index("ix_payment_claims_current", "claim_id", unique=True, sqlite_where=CURRENT, postgresql_where=CURRENT),
-        Index("ix_payment_claims_valid_to", "valid_to"),
+        Index("ix_payment_claims_valid_to", "valid_to", sqlite_where=CLOSED, postgresql_where=CLOSED),
     )
 
 
