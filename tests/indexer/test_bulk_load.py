@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, select
 
 from registry.chain.client import ChainClient
 from registry.chain.deployment import Deployment
 from registry.demo import seed_ledger
 from registry.indexer.indexer import Indexer, IndexerConfig
+from registry.indexer.projector import _Writer
 from registry.store.db import make_engine, migrate
-from registry.store.models import CHECK_INDEXES
+from registry.store.models import CHECK_INDEXES, Assignment, table_of
 from tests.indexer.oracle import Stack, check_mirror, local_stack, run_child
 
 
@@ -229,4 +232,25 @@ def test_the_reader_process_is_handed_what_the_range_that_started_it_fetched_bey
     assert read_from == (rest.start, seeded.chain.block_number()), "told to read from where the rest starts"
     assert all(int(entry["blockNumber"], 16) >= rest.start for entry in rest.logs)
     check_mirror(engine, seeded.chain, seeded.deployment)
+    engine.dispose()
+
+
+def test_a_batch_of_rows_goes_in_statements_of_many_rows_within_the_parameter_limit(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    migrate(engine)
+    table = table_of(Assignment)
+    columns = [c.name for c in table.columns]
+    rows = [(7 + i // 10, i % 10, 100 + i, 1, 2, 5_000 + i, i % 2 == 0, bytes([i]) * 32) for i in range(25)]
+    statements: list[str] = []
+    with engine.begin() as conn:
+        dbapi: Any = conn.connection.dbapi_connection
+        dbapi.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, len(columns) * 7 + 3)  # room for 7 rows a statement
+        dbapi.set_trace_callback(statements.append)
+        _Writer(conn).insert(table, columns, rows)
+        dbapi.set_trace_callback(None)
+    inserts = [s for s in statements if s.startswith("INSERT INTO")]
+    assert [s.count("), (") + 1 for s in inserts] == [7, 7, 7, 1, 1, 1, 1]  # three of 7 rows, the rest one by one
+    with engine.connect() as conn:
+        stored = conn.execute(select(table).order_by(table.c.block_number, table.c.log_index)).all()
+    assert [tuple(r) for r in stored] == rows
     engine.dispose()
