@@ -53,9 +53,9 @@ def _cache_kib(cache_size: int, page_size: int) -> int:
 class _Writer:
     """Bulk writes on the batch's connection, below SQLAlchemy's per-row parameter processing (which
     cost more than the database's own work): inserts of many rows a statement and the driver's
-    ``executemany`` for updates on SQLite, ``COPY`` and array-driven updates on PostgreSQL (psycopg), Core ``executemany`` on anything else. Values are
-    what the Core statements would bind: ints, strings, bytes, bools (SQLite stores True as 1, as
-    SQLAlchemy's Boolean would) and None."""
+    ``executemany`` for updates on SQLite, ``COPY`` and array-driven updates on PostgreSQL (psycopg),
+    Core ``executemany`` on anything else. Values are what the Core statements would bind: ints,
+    strings, bytes, bools (SQLite stores True as 1, as SQLAlchemy's Boolean would) and None."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
