@@ -743,16 +743,17 @@ class ReaderProcess:
         _FORKED_PIPES.update((requests_out, answers_in))
         return _Forked(pid), os.fdopen(requests_out, "wb"), os.fdopen(answers_in, "rb")
 
-    def submit(self, start: int, end: int) -> Future[bytes]:
-        """Sends the request; the answer is taken off the pipe by a thread as soon as it comes (so the
-        child never waits on a full pipe), and unpickled by :meth:`result`."""
-        future: Future[bytes] = Future()
+    def submit(self, start: int, end: int) -> Future[Read | _Failed]:
+        """Sends the request; the answer is taken off the pipe and unpickled by a thread as soon as it
+        comes (so the child never waits on a full pipe, and the unpickling, ~0.03 s a 23,000-event range,
+        happens beside the batch the indexer is writing rather than after it); :meth:`result` takes it."""
+        future: Future[Read | _Failed] = Future()
         future.set_running_or_notify_cancel()
         _send(self._input, pickle.dumps((start, end)))
 
         def receive() -> None:
             try:
-                future.set_result(_receive(self._output))
+                future.set_result(_take_answer(self._output))
             except BaseException as exc:
                 future.set_exception(exc)
 
@@ -765,8 +766,6 @@ class ReaderProcess:
         again in the foreground, with the foreground's error handling."""
         try:
             outcome = future.result()
-            if isinstance(outcome, bytes):
-                outcome = pickle.loads(outcome)
         except Exception as exc:
             log.info("read-ahead failed (%s); reading in the foreground", exc)
             return None
@@ -843,6 +842,15 @@ def _hold(reader: Reader, start: int, end: int) -> tuple[Read, bytes] | None:
         if isinstance(ahead, Read):
             return ahead, _pickled(ahead)
     return None
+
+
+def _take_answer(stream: IO[bytes]) -> Read | _Failed:
+    """The reader process's next answer on ``stream``, unpickled (EOFError: the process went away; an
+    unpickling error: a garbled answer)."""
+    outcome = pickle.loads(_receive(stream))
+    if not isinstance(outcome, (Read, _Failed)):
+        raise TypeError(f"the reader process answered {type(outcome).__name__}, not a read")
+    return outcome
 
 
 def _pickled(outcome: Read | _Failed) -> bytes:

@@ -30,6 +30,7 @@ from registry.indexer.reader import (
     _pickled,
     _receive,
     _send,
+    _take_answer,
     args_json,
     json_writers,
     prepare,
@@ -158,13 +159,26 @@ def test_messages_are_framed_by_length_and_a_short_stream_is_an_eof() -> None:
 
 def test_a_failed_or_broken_read_ahead_is_none_so_the_range_is_read_in_the_foreground() -> None:
     failed: Future[Any] = Future()
-    failed.set_result(pickle.dumps(_Failed(RuntimeError("node went away"))))
+    failed.set_result(_Failed(RuntimeError("node went away")))
     broken: Future[Any] = Future()
     broken.set_exception(EOFError("the reader process closed its output"))
-    garbage: Future[Any] = Future()
-    garbage.set_result(b"not a pickle")
-    for future in (failed, broken, garbage):
+    for future in (failed, broken):
         assert ReaderProcess.result(future) is None
+
+
+def test_an_answer_is_unpickled_as_it_is_taken_off_the_pipe_and_a_garbled_one_raises() -> None:
+    stream = io.BytesIO()
+    _send(stream, _pickled(_Failed(RuntimeError("node went away"))))
+    _send(stream, b"not a pickle")
+    _send(stream, pickle.dumps({"not": "a read"}))
+    stream.seek(0)
+    assert isinstance(_take_answer(stream), _Failed)
+    with pytest.raises(pickle.UnpicklingError):
+        _take_answer(stream)
+    with pytest.raises(TypeError, match="not a read"):
+        _take_answer(stream)
+    with pytest.raises(EOFError):
+        _take_answer(stream)
 
 
 # ---------------------------------------------------------------------------------------- a range far too dense
