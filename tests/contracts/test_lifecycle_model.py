@@ -761,6 +761,10 @@ LIFECYCLE_SETTINGS = settings(
     max_examples=40,
     stateful_step_count=50,
     deadline=None,
+    # The same 40 runs every time: whether random runs get deep enough for the coverage check below is
+    # chance (a fresh-clone run on 2026-11-30 saw a single confirmation succeed, so no assignment, split or
+    # default), and a red CI run must mean a broken contract or model, not an unlucky seed.
+    derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
