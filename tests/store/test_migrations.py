@@ -7,7 +7,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 
 from registry.store.db import make_engine, migrate
-from registry.store.models import Base
+from registry.store.models import VERSIONED_TABLES, Base, table_of
 
 
 def test_migrations_build_the_schema_of_the_models(database_url: str) -> None:
@@ -29,9 +29,6 @@ def test_migrating_twice_changes_nothing(sqlite_url: str) -> None:
     engine.dispose()
 
 
-VERSIONED = ("receivables", "participants", "participant_keys", "payment_claims")
-
-
 def _index_sql(conn: Connection, name: str) -> str:
     if conn.dialect.name == "postgresql":
         return str(conn.exec_driver_sql(f"SELECT indexdef FROM pg_indexes WHERE indexname = '{name}'").scalar_one())
@@ -43,7 +40,7 @@ def test_the_valid_to_indexes_hold_closed_versions_only(database_url: str) -> No
     engine = make_engine(database_url)
     migrate(engine)
     with engine.connect() as conn:
-        for table in VERSIONED:
+        for table in (table_of(model).name for model in VERSIONED_TABLES):
             assert "valid_to IS NOT NULL" in _index_sql(conn, f"ix_{table}_valid_to").replace("(", "").replace(")", "")
     engine.dispose()
 
