@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import chain
@@ -160,7 +160,7 @@ def _current_index(table: Table, key: str) -> str | None:
 @cache
 def _current_rows(table: Table, key: str) -> Executable:
     """``SELECT * FROM table WHERE key IN :keys AND valid_to IS NULL``: the current versions of some rows
-    (SQLite reads them through :func:`_current_rows_sql`)."""
+    (SQLite and psycopg read them through :func:`_current_rows_sql` and :func:`_current_rows_any_sql`)."""
     return select(table).where(table.c[key].in_(bindparam("keys", expanding=True)), table.c.valid_to.is_(None))
 
 
@@ -216,36 +216,41 @@ class _Versioned:
         self.loaded.update(wanted)
         if not wanted:
             return
-        if conn.dialect.name == "sqlite":
-            # On the driver's cursor, rows zipped into dicts: SQLAlchemy's per-row result processing cost
-            # more than the lookups (tens of thousands of changed rows per batch in a backfill). Values are
-            # the driver's (a Boolean as 0/1), which is what the rows are written back with.
-            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            names = [c.name for c in self.table.columns]
-            position = names.index(self.key)
-            try:
-                for i in range(0, len(wanted), _CHUNK):
-                    chunk = wanted[i : i + _CHUNK]
-                    for values in cursor.execute(_current_rows_sql(self.table, self.key, len(chunk)), chunk):
-                        self.current[values[position]] = dict(zip(names, values, strict=True))
-            finally:
-                cursor.close()
+        # On the driver's cursor, rows zipped into dicts: SQLAlchemy's per-row result processing cost more
+        # than the lookups (tens of thousands of changed rows per batch in a backfill). Values are the
+        # driver's (on SQLite a Boolean as 0/1), which is what the rows are written back with.
+        dialect = conn.dialect
+        if dialect.name == "sqlite":
+            found = self._sqlite_rows(conn, wanted)
+        elif dialect.name == "postgresql" and dialect.driver == "psycopg":
+            found = self._psycopg_rows(conn, wanted)
+        else:
+            stmt = _current_rows(self.table, self.key)
+            for i in range(0, len(wanted), _CHUNK):
+                for row in conn.execute(stmt, {"keys": wanted[i : i + _CHUNK]}).mappings():
+                    self.current[row[self.key]] = dict(row)
             return
-        if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
-            # One statement for all the keys, an array bound as one parameter, rows zipped into dicts on
-            # the driver's cursor (as on SQLite: SQLAlchemy's per-row processing cost more than the lookups).
-            names = [c.name for c in self.table.columns]
-            position = names.index(self.key)
-            with conn.connection.dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
-                key_type = self.table.c[self.key].type.compile(dialect=conn.dialect)
-                cursor.execute(_current_rows_any_sql(self.table, self.key, key_type), (wanted,))
-                for values in cursor:
-                    self.current[values[position]] = dict(zip(names, values, strict=True))
-            return
-        stmt = _current_rows(self.table, self.key)
-        for i in range(0, len(wanted), _CHUNK):
-            for row in conn.execute(stmt, {"keys": wanted[i : i + _CHUNK]}).mappings():
-                self.current[row[self.key]] = dict(row)
+        names = [c.name for c in self.table.columns]
+        position = names.index(self.key)
+        for values in found:
+            self.current[values[position]] = dict(zip(names, values, strict=True))
+
+    def _sqlite_rows(self, conn: Connection, wanted: list[Any]) -> Iterator[Sequence[Any]]:
+        """The current rows of ``wanted``, in chunks of keys (SQLite's parameter limit)."""
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            for i in range(0, len(wanted), _CHUNK):
+                chunk = wanted[i : i + _CHUNK]
+                yield from cursor.execute(_current_rows_sql(self.table, self.key, len(chunk)), chunk)
+        finally:
+            cursor.close()
+
+    def _psycopg_rows(self, conn: Connection, wanted: list[Any]) -> Iterator[Sequence[Any]]:
+        """The current rows of ``wanted`` in one statement, the keys bound as one array parameter."""
+        key_type = self.table.c[self.key].type.compile(dialect=conn.dialect)
+        with conn.connection.dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
+            cursor.execute(_current_rows_any_sql(self.table, self.key, key_type), (wanted,))
+            yield from cursor
 
     def get(self, key: Any) -> Row:
         row = self.current.get(key)
