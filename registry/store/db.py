@@ -158,13 +158,42 @@ def drop_indexes(conn: Connection, indexes: Sequence[Index]) -> list[str]:
 
 
 def create_indexes(conn: Connection, indexes: Sequence[Index]) -> list[str]:
-    """Creates those of ``indexes`` that do not exist, in ``conn``'s transaction; returns their names."""
+    """Creates those of ``indexes`` that do not exist, in ``conn``'s transaction; returns their names.
+    On SQLite the builds' sorts run on worker threads (:func:`_sqlite_parallel_sorts`)."""
     missing = [ix for ix in indexes if not _has_index(conn, ix)]
     if missing:
         transactional_ddl(conn)
-    for ix in missing:
-        ix.create(conn)
+        with _sqlite_parallel_sorts(conn):
+            for ix in missing:
+                ix.create(conn)
     return [str(ix.name) for ix in missing]
+
+
+SORT_CACHE_KIB = 1_024
+"""SQLite's page cache while indexes are built (:func:`_sqlite_parallel_sorts`): the sorter's run size."""
+
+
+@contextmanager
+def _sqlite_parallel_sorts(conn: Connection) -> Iterator[None]:
+    """On SQLite, index builds sorted on worker threads: ``PRAGMA threads`` (one per CPU) and a 1 MiB
+    page cache, which is also the size of the runs the sorter hands to its threads (with the indexer's
+    64 MiB cache a build's keys fit in one run, sorted on the calling thread alone). Measured on this
+    project's machine (2 CPUs), the five check indexes: 0.55-0.6 s against 0.77-0.82 s at 240,000
+    receivables, 3.0-3.2 s against 5.4-5.5 s at 1,000,000 (more CPU in all, on a core otherwise idle
+    at the end of a backfill). Both settings are the connection's, put back afterwards. Elsewhere:
+    nothing (PostgreSQL's builds have ``max_parallel_maintenance_workers``)."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    threads = int(conn.exec_driver_sql("PRAGMA threads").scalar() or 0)
+    cache = int(conn.exec_driver_sql("PRAGMA cache_size").scalar() or 0)
+    conn.exec_driver_sql(f"PRAGMA threads = {max(1, os.cpu_count() or 1)}")
+    conn.exec_driver_sql(f"PRAGMA cache_size = -{SORT_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size = {cache}")
+        conn.exec_driver_sql(f"PRAGMA threads = {threads}")
 
 
 def _has_index(conn: Connection, index: Index) -> bool:

@@ -24,8 +24,8 @@ from registry.chain.deployment import Deployment
 from registry.demo import seed_ledger
 from registry.indexer.indexer import Indexer, IndexerConfig
 from registry.indexer.projector import _Writer
-from registry.store.db import make_engine, migrate
-from registry.store.models import CHECK_INDEXES, Assignment, table_of
+from registry.store.db import SORT_CACHE_KIB, create_indexes, drop_indexes, make_engine, migrate
+from registry.store.models import CHECK_INDEXES, Assignment, check_indexes, table_of
 from tests.indexer.oracle import Stack, check_mirror, local_stack, run_child
 
 
@@ -253,4 +253,35 @@ def test_a_batch_of_rows_goes_in_statements_of_many_rows_within_the_parameter_li
     with engine.connect() as conn:
         stored = conn.execute(select(table).order_by(table.c.block_number, table.c.log_index)).all()
     assert [tuple(r) for r in stored] == rows
+    engine.dispose()
+
+
+def test_sqlite_sorts_the_check_indexes_on_worker_threads_and_puts_the_connection_back(sqlite_url: str) -> None:
+    """The builds run with ``PRAGMA threads`` (one per CPU) and a small page cache (the sorter's run
+    size: with the indexer's 64 MiB cache a build's keys fit in one run, sorted on one thread); both
+    settings are the connection's own again afterwards, and the indexes are the migrations' ones."""
+    engine = make_engine(sqlite_url)
+    migrate(engine)
+    expected = definitions(engine)
+    with engine.begin() as conn:
+        assert set(drop_indexes(conn, check_indexes())) == set(CHECK_INDEXES)
+    statements: list[str] = []
+    with engine.begin() as conn:
+        dbapi: Any = conn.connection.dbapi_connection
+        conn.exec_driver_sql("PRAGMA cache_size = -65536")
+        conn.exec_driver_sql("PRAGMA threads = 0")
+        dbapi.set_trace_callback(statements.append)
+        built = create_indexes(conn, check_indexes())
+        dbapi.set_trace_callback(None)
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -65536
+        assert conn.exec_driver_sql("PRAGMA threads").scalar() == 0
+    assert set(built) == set(CHECK_INDEXES)
+    creates = [i for i, s in enumerate(statements) if s.startswith("CREATE INDEX")]
+    assert len(creates) == len(CHECK_INDEXES)
+    threads = statements.index(f"PRAGMA threads = {os.cpu_count() or 1}")
+    cache = statements.index(f"PRAGMA cache_size = -{SORT_CACHE_KIB}")
+    assert max(threads, cache) < creates[0], "set before the first build"
+    assert statements.index("PRAGMA cache_size = -65536") > creates[-1], "put back after the last"
+    assert statements.index("PRAGMA threads = 0") > creates[-1]
+    assert definitions(engine) == expected
     engine.dispose()
