@@ -324,6 +324,9 @@ class Indexer:
     def _step(self) -> int:
         self._caught_up = False
         cursor = self.cursor()
+        read = self._continuing_read(cursor)
+        if read is not None:
+            return self._write(cursor, read, read.end, head_seen=False)
         head = self.reader.header("latest")
         tip = int(head["number"], 16)
         if cursor.block_hash:
@@ -350,6 +353,31 @@ class Indexer:
             # pin, a reorg between the two reads that only replaced blocks without registry logs would go
             # unnoticed, and the new blocks' logs would be skipped for good.)
             read = self._read(start, end, head if end == tip else None)
+        return self._write(cursor, read, end, head_seen=True)
+
+    def _continuing_read(self, cursor: CursorState) -> Read | None:
+        """The range read ahead while the last batch was written, if it continues the mirror: it starts
+        at the block after the cursor's, its first block's parent is the cursor's block, and it ends
+        within the target. Its end is then the head the step that asked for it saw, and this step needs
+        no look at the chain's head of its own (two header requests a batch, which wait behind the reader's
+        log requests on the node: 0.33 s of the writer's time over the benchmark's 17 batches). A reorg below the
+        cursor since that look is found by the first read that does not chain onto the cursor, or by the
+        head check once the backfill reaches that end: as if it had come just after this batch."""
+        if self._ahead is None or not cursor.block_hash:
+            return None
+        start = cursor.block_number + 1
+        read = self._take_read_ahead(start, self._target if self._target is not None else 2**63)
+        if read is None:
+            return None
+        if read.headers[start]["parentHash"] != cursor.block_hash:
+            return None  # (dropped) the chain changed: the head check finds where
+        return read
+
+    def _write(self, cursor: CursorState, read: Read, end: int, head_seen: bool) -> int:
+        """Writes ``read`` (which starts at the block after the cursor's) as one batch; ``end``: the block
+        the mirror is catching up to. Caught up only if this step saw the chain's head (``head_seen``):
+        else the next step looks, and finds any reorg since the read."""
+        start = cursor.block_number + 1
         last, headers, prepared = read.last, read.headers, read.prepared
         if cursor.block_hash and headers[start]["parentHash"] != cursor.block_hash:
             raise Retry  # reorg between the cursor check and now; detected on the next attempt
@@ -388,7 +416,7 @@ class Indexer:
         if restoring:
             log.info("caught up: the check indexes are built")
         self._indexes_deferred = (self._indexes_deferred or deferring) and not restoring
-        self._caught_up = last >= end
+        self._caught_up = head_seen and last >= end
         if self.on_batch is not None:
             self.on_batch(last, len(prepared))
         return last - cursor.block_number

@@ -14,6 +14,7 @@ they run on a node of their own rather than the session's snapshot-reverted one.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -411,6 +412,36 @@ def test_read_ahead_gives_the_mirror_a_foreground_read_gives(stack: Stack, sqlit
     check_mirror(ahead, stack.chain, stack.deployment)
     ahead.dispose()
     plain.dispose()
+
+
+@READ_AHEAD
+def test_a_backfill_looks_at_the_head_once_at_its_start_and_once_at_its_end(
+    stack: Stack, sqlite_url: str, reader: str
+) -> None:
+    """A range read ahead chains onto the cursor (its first block's parent) and ends within the head the
+    step that asked for it saw: the step that writes it asks the node for no head of its own (two header
+    requests a batch, which waited behind the reader's log requests). The head is looked at again when the
+    backfill reaches that end, which is where a reorg since would be found (the test above)."""
+    activity(stack, 10, f"AHEADHEAD{next(_tags)}")
+    engine = make_engine(sqlite_url)
+    config = IndexerConfig(initial_log_range=2, max_log_range=2, read_process_from=_process_from(reader))
+    heads: list[int | str] = []
+    batches: list[int] = []
+    with Indexer(stack.chain, stack.deployment, engine, config) as indexer:
+        look, writer = indexer.reader.header, threading.get_ident()
+
+        def spy(block: int | str) -> dict[str, Any]:
+            if threading.get_ident() == writer:  # (not the read-ahead thread's pins)
+                heads.append(block)
+            return look(block)
+
+        indexer.reader.header = spy  # type: ignore[method-assign]
+        indexer.on_batch = lambda last, events: batches.append(last)
+        indexer.sync()
+    assert len(batches) >= 5
+    assert heads == ["latest", "latest"], heads
+    check_mirror(engine, stack.chain, stack.deployment)
+    engine.dispose()
 
 
 def test_a_reader_process_killed_mid_backfill_costs_only_a_foreground_read(stack: Stack, sqlite_url: str) -> None:
