@@ -359,10 +359,11 @@ class Indexer:
         """The range read ahead while the last batch was written, if it continues the mirror: it starts
         at the block after the cursor's, its first block's parent is the cursor's block, and it ends
         within the target. Its end is then the head the step that asked for it saw, and this step needs
-        no look at the chain's head of its own (two header requests a batch, which wait behind the reader's
-        log requests on the node: 0.33 s of the writer's time over the benchmark's 17 batches). A reorg below the
-        cursor since that look is found by the first read that does not chain onto the cursor, or by the
-        head check once the backfill reaches that end: as if it had come just after this batch."""
+        no look at the chain's head of its own (two header requests a batch, which wait behind the
+        reader's log requests on the node: 0.33 s of the writer's time over the benchmark's 17
+        batches). A reorg below the cursor since that look is found by the first read that does not
+        chain onto the cursor, or by the head check once the backfill reaches that end: as if it had
+        come just after this batch."""
         if self._ahead is None or not cursor.block_hash:
             return None
         start = cursor.block_number + 1
