@@ -390,11 +390,11 @@ class Indexer:
         with transaction as conn:
             if not self._indexes_deferred and last < end and self._is_bulk_load(conn, len(prepared)):
                 deferring = bool(drop_indexes(conn, check_indexes()))
-            batch = Batch(conn, cursor.ledger)
-            ledger = batch.apply(prepared)
-            if self.config.verify_ledger and prepared.events:
-                self._verify_ledger(ledger, end_header["hash"], read.ledger)
-            batch.flush()
+            with Batch(conn, cursor.ledger) as batch:
+                ledger = batch.apply(prepared)
+                if self.config.verify_ledger and prepared.events:
+                    self._verify_ledger(ledger, end_header["hash"], read.ledger)
+                batch.flush()
             self._store_headers(conn, headers, last)
             write_cursor(
                 conn,
