@@ -153,3 +153,45 @@ def test_postgresql_bulk_inserts_are_binary_copies_that_read_back_exactly(
     engine.dispose()
     assert [tuple(r) for r in stored] == rows
     assert [tuple(r) for r in raw_stored] == raw
+
+
+def test_postgresql_closes_versions_by_the_primary_key_in_row_order_and_puts_the_planner_back(
+    postgres_url: str,
+) -> None:
+    """The closings' join goes by the primary key (no hash of the whole table), the ids in order; the
+    planner setting is the session's again afterwards, and the closed versions are the right ones."""
+    from sqlalchemy import event
+
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    with engine.begin() as conn, Batch(conn, LedgerPosition(GENESIS_HEAD, 0)) as batch:
+        batch.apply(_range(1, 40, block=10))
+        batch.flush()
+    confirmations = [
+        _event("ReceivableConfirmed", {"id": rid, "fingerprint": bytes(32)}, block=11, index=i)
+        for i, rid in enumerate([30, 5, 17, 2])
+    ]
+    plans: list[str] = []
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        statements.append(statement)
+        if statement.startswith("UPDATE"):
+            cursor.execute("EXPLAIN " + statement, parameters)
+            plans.extend(row[0] for row in cursor.fetchall())
+
+    event.listen(engine, "before_cursor_execute", seen)
+    with engine.begin() as conn, Batch(conn, LedgerPosition(GENESIS_HEAD, 0)) as batch:
+        batch.apply(prepare(confirmations, WRITERS, READY_ROWS))
+        batch.flush()
+        hash_join = conn.exec_driver_sql("SHOW enable_hashjoin").scalar()
+    event.remove(engine, "before_cursor_execute", seen)
+    update = next(i for i, s in enumerate(statements) if s.startswith("UPDATE"))
+    assert statements[update - 1 : update + 2 : 2] == ["SET LOCAL enable_hashjoin = off", "RESET enable_hashjoin"]
+    assert hash_join == "on"
+    assert any("Nested Loop" in line for line in plans) and not any("Hash" in line for line in plans), plans
+    table = table_of(Receivable)
+    with engine.connect() as conn:
+        closed = conn.execute(select(table.c.id, table.c.valid_to).where(table.c.valid_to.is_not(None))).all()
+    engine.dispose()
+    assert sorted(closed) == [(2, 11), (5, 11), (17, 11), (30, 11)]
