@@ -3,8 +3,9 @@
 The projector is the off-chain mirror of the contract's state transitions, driven by events only.
 It loads the current version of every row the batch touches in one query per table, applies the
 events in chain order in memory, and writes with bulk statements: new versions inserted, replaced
-versions closed (``valid_to``), append-only facts inserted. The caller commits everything, cursor
-included, in one transaction.
+versions closed (``valid_to``), append-only facts inserted; the raw events on a thread of their own
+while the events are applied (:meth:`Batch.apply`). The caller commits everything, cursor included, in
+one transaction.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _cache_kib(cache_size: int, page_size: int) -> int:
 class _Writer:
     """Bulk writes on the batch's connection, below SQLAlchemy's per-row parameter processing (which
     cost more than the database's own work): inserts of many rows a statement and the driver's
-    ``executemany`` for updates on SQLite, ``COPY`` and array-driven updates on PostgreSQL (psycopg),
+    ``executemany`` for updates on SQLite, binary ``COPY`` and array-driven updates on PostgreSQL (psycopg),
     Core ``executemany`` on anything else. Values are what the Core statements would bind: ints,
     strings, bytes, bools (SQLite stores True as 1, as SQLAlchemy's Boolean would) and None."""
 
