@@ -5,7 +5,7 @@ over a mirror of 1,000,000 receivables.
     python scripts/bench_indexer.py --json build/bench-indexer.json [--rounds 3] [--only sqlite,raw,postgres]
 
 The chain (240,027 registry events: 200,000 registrations in 500-line batches, 30,000 confirmations,
-10,000 assignments, the consortium's admission; 37 blocks) is built once on Anvil (about 3 minutes here;
+10,000 assignments, the consortium's admission; 35 blocks) is built once on Anvil (about 3 minutes here;
 not timed) and cached under build/bench-chain/, keyed by the registry's ABI hash and the recipe; reruns
 load it with ``--load-state`` (about 25 s; the node then holds about 4 GB, because the indexer's ledger
 check calls ``ledger()`` pinned to old blocks and so needs their states). Blocks are few and full
