@@ -6,7 +6,7 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["paused_gc"]
+__all__ = ["HeldCollector", "paused_gc"]
 
 
 @contextmanager
@@ -25,3 +25,58 @@ def paused_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+class HeldCollector:
+    """The cyclic garbage collector paused over a run of batches (a backfill), not only within each.
+
+    Between two batches of a backfill the process holds the next one, read ahead: about a million
+    objects for 23,000 events. Resumed between batches (:func:`paused_gc`), the collector's first pass
+    traverses all of them, since they are young: 5-33 ms a batch in the indexer's process and ~16 ms a
+    range in the reader process, 0.33 s of the benchmark's 5 s backfill, most of it on the reader
+    process, which bounds the backfill's middle. Held, it runs once every ``every`` batches
+    (:meth:`tick`), a full collection, and resumes as it was on :meth:`release`. A batch leaves few
+    cycles: ~70 objects a batch over the benchmark's backfill (1,234 for its 18 batches, collected at
+    the end in 0.07 s). Not thread-aware beyond :func:`paused_gc`'s rule: whichever ends first resumes
+    the collector."""
+
+    def __init__(self, every: int = 64) -> None:
+        self.every = every
+        self._held = False
+        self._was_enabled = False
+        self._batches = 0
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def hold(self) -> None:
+        """Pauses the collector, unless already held (then nothing)."""
+        if not self._held:
+            self._was_enabled = gc.isenabled()
+            gc.disable()
+            self._held = True
+            self._batches = 0
+
+    def tick(self) -> None:
+        """One batch done: every ``every`` batches, a full collection (the collector stays paused)."""
+        if not self._held:
+            return
+        self._batches += 1
+        if self._batches >= self.every:
+            self._batches = 0
+            gc.collect()
+
+    def release(self) -> None:
+        """Resumes the collector if it ran before :meth:`hold` (its next pass collects what was left)."""
+        if self._held:
+            self._held = False
+            if self._was_enabled:
+                gc.enable()
+
+    def __enter__(self) -> HeldCollector:
+        self.hold()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

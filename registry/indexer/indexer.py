@@ -43,7 +43,7 @@ from registry.indexer.reader import (
     StateUnavailable,
     _is_rate_limit,
 )
-from registry.memory import paused_gc
+from registry.memory import HeldCollector
 from registry.store.db import WalCheckpoints, WriterLock, create_indexes, drop_indexes, migrate
 from registry.store.models import BlockHeader, Cursor, Receivable, check_indexes, table_of
 
@@ -165,6 +165,7 @@ class Indexer:
         self.lock = WriterLock(engine)
         self.on_batch = on_batch
         self._stop = threading.Event()
+        self._collector = HeldCollector()
         self._started = False
         self._target: int | None = None  # index no further than this block (None: the chain's head)
         self._caught_up = False  # whether the last step found the cursor at the head (or target)
@@ -193,6 +194,7 @@ class Indexer:
         self._started = True
 
     def close(self) -> None:
+        self._collector.release()
         self._drop_read_ahead()
         if self._indexes_deferred:
             try:
@@ -291,14 +293,31 @@ class Indexer:
         """Index one range of blocks; returns how many blocks the cursor advanced (0: caught up, or
         stopped). A reorg is rolled back first and the blocks after the common ancestor indexed in the
         same step; a range the chain changed under is read again; an unreachable or rate-limiting node
-        is waited out with exponential backoff, up to ``outage_timeout``."""
+        is waited out with exponential backoff, up to ``outage_timeout``.
+
+        The cyclic collector is paused for the step, and stays paused from one step to the next while
+        the mirror is catching up (``HeldCollector``: a full collection every 64 batches); it resumes once
+        a step finds the mirror caught up, stops, or fails."""
+        self._collector.hold()
+        try:
+            advanced = self._attempts()
+        except BaseException:
+            self._collector.release()
+            raise
+        if advanced == 0 or self._caught_up or self._stop.is_set():
+            self._collector.release()
+        else:
+            self._collector.tick()
+        return advanced
+
+    def _attempts(self) -> int:
+        """:meth:`step`'s attempts at :meth:`_step`, retried as it says."""
         backoff = 0.05
         failing_since: float | None = None
         retries = 0
         while not self._stop.is_set():
             try:
-                with paused_gc():
-                    return self._step()
+                return self._step()
             except Retry:
                 retries += 1
                 if retries > self.config.max_retries:

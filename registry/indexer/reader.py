@@ -40,7 +40,7 @@ from registry.chain.rpc import NodeUnavailable, RpcError
 from registry.errors import RegistryError
 from registry.hashing import keccak256_many
 from registry.ledger import UNFOLDED_EVENTS, fold_hashed
-from registry.memory import paused_gc
+from registry.memory import HeldCollector
 
 log = logging.getLogger("registry.indexer")
 
@@ -721,8 +721,8 @@ class ReaderProcess:
                 for fd in (requests_out, answers_in, *_FORKED_PIPES):
                     with suppress(OSError):
                         os.close(fd)
-                # What the parent had is not the child's to collect (nor to finalise); the child's own
-                # garbage is collected as usual, whatever the parent's collector was doing.
+                # What the parent had is not the child's to collect (nor to finalise); the child collects
+                # its own garbage (as _serve says), whatever the parent's collector was doing.
                 gc.freeze()
                 gc.enable()
                 signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -804,17 +804,27 @@ def _serve(
     read that stopped short of its range's end, the range after it; what it read it holds, pickled. The
     indexer's next request almost always asks for exactly that, and then gets it without the reader
     having idled through the hand-over. Anything else asked is read as asked (what was held is
-    dropped); the indexer checks what it gets against its cursor either way."""
+    dropped); the indexer checks what it gets against its cursor either way.
+
+    The cyclic collector stays paused while it serves (``HeldCollector``, a full collection every 64
+    answers): between two reads it holds the one read ahead, which a collection would traverse whole."""
     if reader is None:  # (given: a forked child's, or a test's)
         url, timeout, config, read_from = pickle.loads(_receive(requests))
         reader = Reader(ChainClient(url, timeout=timeout), replace(config, fetch_ahead=True))
     try:
-        _answer(requests, answers, reader, read_from)
+        with HeldCollector() as collector:
+            _answer(requests, answers, reader, read_from, collector)
     finally:
         reader.close()
 
 
-def _answer(requests: IO[bytes], answers: IO[bytes], reader: Reader, read_from: tuple[int, int] | None) -> None:
+def _answer(
+    requests: IO[bytes],
+    answers: IO[bytes],
+    reader: Reader,
+    read_from: tuple[int, int] | None,
+    collector: HeldCollector,
+) -> None:
     held = _hold(reader, *read_from) if read_from is not None else None  # a read ahead, and its pickle
     while True:
         try:
@@ -825,11 +835,11 @@ def _answer(requests: IO[bytes], answers: IO[bytes], reader: Reader, read_from: 
         if held is not None and held[0].start == start and held[0].end <= end:
             outcome, answer = held
         else:
-            with paused_gc():
-                outcome = _read_or_failure(reader, start, end)
-                answer = _pickled(outcome)
+            outcome = _read_or_failure(reader, start, end)
+            answer = _pickled(outcome)
         held = None
         _send(answers, answer)
+        collector.tick()
         if isinstance(outcome, Read) and outcome.last < outcome.end:
             held = _hold(reader, outcome.last + 1, outcome.end)
 
@@ -837,10 +847,9 @@ def _answer(requests: IO[bytes], answers: IO[bytes], reader: Reader, read_from: 
 def _hold(reader: Reader, start: int, end: int) -> tuple[Read, bytes] | None:
     """[start, <= end] read and pickled, to answer a request for it at once (None: the read failed, and
     the request will read it again)."""
-    with paused_gc():
-        ahead = _read_or_failure(reader, start, end)
-        if isinstance(ahead, Read):
-            return ahead, _pickled(ahead)
+    ahead = _read_or_failure(reader, start, end)
+    if isinstance(ahead, Read):
+        return ahead, _pickled(ahead)
     return None
 
 

@@ -4,11 +4,13 @@ The indexes only readers use (``CHECK_INDEXES``) are dropped in the transaction 
 batch and built in the transaction of the batch that catches up; the mirror then equals a re-index
 that never left them out, with the indexes exactly as the migrations define them. A table already
 holding more rows than the batch keeps them. An indexer stopped before catching up builds them as it
-closes; one killed builds them at its next start, before indexing anything.
+closes; one killed builds them at its next start, before indexing anything. The cyclic collector stays
+paused from one batch of a backfill to the next and resumes once the mirror is caught up, or on an error.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sqlite3
@@ -94,6 +96,38 @@ def test_a_bulk_load_leaves_the_check_indexes_out_and_the_mirror_ends_as_a_reind
     assert all(s in (set(), set(CHECK_INDEXES)) for s in seen), "dropped and built all together"
     assert definitions(engine) == expected
     check_mirror(engine, seeded.chain, seeded.deployment)  # against a re-index that keeps them throughout
+    engine.dispose()
+
+
+def test_the_collector_stays_paused_across_a_backfills_batches_and_resumes_once_caught_up_or_on_an_error(
+    seeded: Stack, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine(sqlite_url)
+    assert gc.isenabled()
+    between: list[bool] = []
+    with Indexer(seeded.chain, seeded.deployment, engine, bulk()) as indexer:
+        while indexer.step():
+            between.append(gc.isenabled())
+        assert gc.isenabled(), "resumed by the step that found the mirror caught up"
+    assert len(between) > 3 and not any(between), between
+    engine.dispose()
+
+    engine = make_engine(sqlite_url.replace(".db", "-again.db"))
+    calls: list[int] = []
+    original = Indexer._write
+
+    def write_then_fail(self: Indexer, *args: Any, **kwargs: Any) -> int:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("the disk is full")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Indexer, "_write", write_then_fail)
+    with Indexer(seeded.chain, seeded.deployment, engine, bulk()) as indexer:
+        assert indexer.step() and indexer.step() and not gc.isenabled()
+        with pytest.raises(RuntimeError, match="disk is full"):
+            indexer.step()
+        assert gc.isenabled(), "resumed when a step fails"
     engine.dispose()
 
 

@@ -36,7 +36,7 @@ from registry.indexer.reader import (
     prepare,
 )
 from registry.ledger import GENESIS_HEAD, LedgerState, replay
-from registry.memory import paused_gc
+from registry.memory import HeldCollector, paused_gc
 
 ABI = ContractAbi(artifact("ReceivableRegistry").abi)
 WRITERS = json_writers(ABI)
@@ -567,6 +567,66 @@ def test_the_collector_is_paused_for_a_batch_and_resumed_after_it_even_on_an_err
         assert not gc.isenabled(), "a collector paused by someone else stays paused"
     finally:
         gc.enable()
+
+
+def test_a_held_collector_stays_paused_across_batches_collects_every_n_and_resumes_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import registry.memory
+
+    collections: list[int] = []
+    monkeypatch.setattr(registry.memory.gc, "collect", lambda *a: collections.append(1) or 0)
+    assert gc.isenabled()
+    collector = HeldCollector(every=3)
+    collector.tick()  # not held: nothing
+    collector.hold()
+    collector.hold()  # already held: nothing
+    assert not gc.isenabled() and collector.held
+    for _ in range(7):
+        collector.tick()
+        assert not gc.isenabled(), "paused from one batch to the next"
+    assert len(collections) == 2, "a full collection every 3 batches"
+    collector.release()
+    assert gc.isenabled() and not collector.held
+    collector.release()  # released already: nothing
+    assert gc.isenabled()
+    with pytest.raises(ZeroDivisionError), HeldCollector():
+        assert not gc.isenabled()
+        1 / 0  # noqa: B018
+    assert gc.isenabled(), "resumed on an error"
+    gc.disable()
+    try:
+        with HeldCollector():
+            pass
+        assert not gc.isenabled(), "a collector paused by someone else stays paused"
+    finally:
+        gc.enable()
+
+
+class _Watched(io.BytesIO):
+    """The requests' stream, noting whether the collector runs each time the reader waits on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.collector_on: list[bool] = []
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.collector_on.append(gc.isenabled())
+        return super().read(size)
+
+
+def test_the_reader_process_serves_with_the_collector_paused_between_reads_and_resumes_it_at_the_end() -> None:
+    from registry.indexer.reader import _serve
+
+    requests = _Watched()
+    for request in [(1, 12), (4, 12), (7, 12)]:
+        _send(requests, pickle.dumps(request))
+    requests.seek(0)
+    assert gc.isenabled()
+    requests.collector_on.clear()
+    _serve(requests, io.BytesIO(), _Ranges(), (1, 12))  # type: ignore[arg-type]
+    assert len(requests.collector_on) >= 4 and not any(requests.collector_on), requests.collector_on
+    assert gc.isenabled()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
