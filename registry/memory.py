@@ -18,13 +18,8 @@ def paused_gc() -> Iterator[None]:
     slower while earlier ones are held; a bulk check 30% slower beside a large heap). It resumes
     afterwards and collects whatever cycles came meanwhile; of overlapping pauses (threads), the first
     to end resumes it."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with HeldCollector():
         yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 class HeldCollector:
