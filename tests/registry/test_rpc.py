@@ -35,3 +35,50 @@ def test_an_error_answer_is_an_rpc_error_and_malformed_json_raises_as_it_always_
     assert raised.value.code == -32005
     with pytest.raises(json.JSONDecodeError):
         rpc_answering(b'{"jsonrpc": "2.0", "result": [').call("eth_getLogs")
+
+
+def test_answers_are_read_a_mebibyte_at_a_time_so_a_busy_thread_does_not_stall_the_read() -> None:
+    """A 3 MiB answer from a real HTTP server: every read of the connection asks for at least
+    ``READ_BYTES`` (httpcore's default, 64 KiB, made a big answer hundreds of reads, each waiting for
+    the interpreter lock behind any thread running Python)."""
+    import http.server
+    import threading
+
+    import httpcore._backends.sync as backend
+
+    from registry.chain.rpc import READ_BYTES
+
+    result = ["0x" + "ab" * 1_000] * 1_500  # about 3 MiB of JSON
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "result": result}).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    asked: list[int] = []
+    original = backend.SyncStream.read
+
+    def read(self: backend.SyncStream, max_bytes: int, timeout: float | None = None) -> bytes:
+        asked.append(max_bytes)
+        return original(self, max_bytes, timeout)
+
+    rpc = Rpc(f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        backend.SyncStream.read = read  # type: ignore[method-assign]
+        assert rpc.call("eth_getLogs") == result
+    finally:
+        backend.SyncStream.read = original  # type: ignore[method-assign]
+        rpc.close()
+        server.shutdown()
+        server.server_close()
+    assert asked and min(asked) >= READ_BYTES >= 1 << 20
