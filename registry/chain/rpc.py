@@ -23,11 +23,13 @@ READ_BYTES = 1 << 20
 lock and then waits to take it back: while another thread of the process runs Python (the indexer's
 reader decoding the range before, the API's event loop), each wait lasts up to the switch interval
 (5 ms), the socket fills meanwhile and the node stalls. Measured on the benchmark chain, a 23,000-log
-answer beside a thread running Python: 0.6-1.4 s at 64 KiB, 0.2-0.4 s at 1 MiB, as fast as with no other
-thread (0.16-0.36 s); alone, 5-10% faster than at 64 KiB; a small call unchanged (about 0.67 ms either
+answer beside a thread running Python: 0.6-1.4 s at 64 KiB, 0.2-0.4 s at 1 MiB, about as fast as with no
+other thread (0.16-0.36 s); alone, 5-10% faster than at 64 KiB; a small call unchanged (about 0.67 ms either
 way). The size is httpcore's class attribute (its HTTP/1.1 connections are made inside its pool, with no
-way to pass it): raised here for the process, never lowered."""
-if httpcore.HTTP11Connection.READ_NUM_BYTES < READ_BYTES:
+way to pass it): raised here for the process, never lowered; left alone if a later httpcore has no
+such attribute (``tests/registry/test_rpc.py`` then fails, rather than every import of this module)."""
+_httpcore_read = getattr(httpcore.HTTP11Connection, "READ_NUM_BYTES", None)
+if isinstance(_httpcore_read, int) and _httpcore_read < READ_BYTES:
     httpcore.HTTP11Connection.READ_NUM_BYTES = READ_BYTES
 
 
