@@ -37,7 +37,9 @@ def test_an_error_answer_is_an_rpc_error_and_malformed_json_raises_as_it_always_
         rpc_answering(b'{"jsonrpc": "2.0", "result": [').call("eth_getLogs")
 
 
-def test_answers_are_read_a_mebibyte_at_a_time_so_a_busy_thread_does_not_stall_the_read() -> None:
+def test_answers_are_read_a_mebibyte_at_a_time_so_a_busy_thread_does_not_stall_the_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A 3 MiB answer from a real HTTP server: every read of the connection asks for at least
     ``READ_BYTES`` (httpcore's default, 64 KiB, made a big answer hundreds of reads, each waiting for
     the interpreter lock behind any thread running Python)."""
@@ -72,12 +74,11 @@ def test_answers_are_read_a_mebibyte_at_a_time_so_a_busy_thread_does_not_stall_t
         asked.append(max_bytes)
         return original(self, max_bytes, timeout)
 
+    monkeypatch.setattr(backend.SyncStream, "read", read)
     rpc = Rpc(f"http://127.0.0.1:{server.server_address[1]}")
     try:
-        backend.SyncStream.read = read  # type: ignore[method-assign]
         assert rpc.call("eth_getLogs") == result
     finally:
-        backend.SyncStream.read = original  # type: ignore[method-assign]
         rpc.close()
         server.shutdown()
         server.server_close()
