@@ -16,8 +16,8 @@ def paused_gc() -> Iterator[None]:
     a cycle, which the collector would otherwise traverse again each time they survive into an older
     generation, together with everything else the process holds (measured: parsing a node's answer 40%
     slower while earlier ones are held; a bulk check 30% slower beside a large heap). It resumes
-    afterwards and collects whatever cycles came meanwhile; of overlapping pauses (threads), the first
-    to end resumes it."""
+    afterwards and collects whatever cycles came meanwhile; of overlapping pauses (threads), the one that
+    found the collector running resumes it when it ends, whether or not the others have ended."""
     with HeldCollector():
         yield
 
@@ -32,8 +32,8 @@ class HeldCollector:
     process, which bounds the backfill's middle. Held, it runs once every ``every`` batches
     (:meth:`tick`), a full collection, and resumes as it was on :meth:`release`. A batch leaves few
     cycles: ~70 objects a batch over the benchmark's backfill (1,234 for its 18 batches, collected at
-    the end in 0.07 s). Not thread-aware beyond :func:`paused_gc`'s rule: whichever ends first resumes
-    the collector."""
+    the end in 0.07 s). Not thread-aware beyond :func:`paused_gc`'s rule: the hold that found the
+    collector running resumes it on release, whether or not other holds are still on."""
 
     def __init__(self, every: int = 64) -> None:
         self.every = every
