@@ -3,7 +3,7 @@ beside a bare FastAPI endpoint measured in the same run, and bulk checks through
 
     python scripts/bench_api.py --json build/bench-api.json [--duration 15] [--clients 50]
         [--receivables 5000] [--bulk-size 5000] [--bulk-calls 4] [--rounds 2] [--profile prof.out]
-        [--server-profile server.prof]
+        [--server-profile server.prof] [--bound] [--breakdown]
 
 Set-up (not timed): a fresh Anvil, the registry deployed and the demo consortium admitted, a few
 thousand receivables registered (500-line batches by three creditors for two debtors; some confirmed
@@ -27,7 +27,18 @@ What is timed, from this process (asyncio, one ``httpx.AsyncClient`` per client,
   call, ``--bulk-calls`` calls one after the other (JSON encoding of the request and decoding of the
   answer included).
 
-The two rate measurements alternate for ``--rounds`` rounds (bare, API, bare, API, ...) so that both
+Where the gap to bare lies (optional; not targets):
+
+- ``--bound``: a third server, the API with each invoice's check answered from memory after its first
+  time (``remembered_app``), in the same alternation: what ``/checks`` would serve if the
+  double-financing check cost nothing, every other step of the request unchanged (the principal's
+  lookup on the mirror, the rate limit, the body's validation, the invoice's parsing, the answer's
+  JSON). ``remembered_rps``, ``remembered_to_bare``, ``remembered_server_cpu_ms``.
+- ``--breakdown``: a single check's stages timed in this process over the same invoices (best of
+  three passes, microseconds each): parsing the invoice, its number variants, the variants' and the
+  keys' hashes, the one SQL statement, the whole check, the answer's JSON. ``check_breakdown_us``.
+
+The rate measurements alternate for ``--rounds`` rounds (bare, API[, remembered], bare, ...) so that all
 see the same machine; each figure sums its rounds. Target: ``check_rps`` >= 50% of ``bare_rps``. The
 machine is shared: the load average is printed and recorded beside the figures. The client runs in
 this process and the server in another, so the two cores are split between them as in production
@@ -47,7 +58,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,6 +85,29 @@ def bare_app() -> FastAPI:
     async def bare() -> dict[str, bool]:
         return {"ok": True}
 
+    return app
+
+
+def remembered_app() -> FastAPI:
+    """The API with each invoice's check answered from memory after its first time (``--bound``; uvicorn
+    ``--factory``): an upper bound on what a faster double-financing check could give ``/checks``, the
+    rest of the request as the API serves it. (Its answers go stale as the mirror moves: a bound, not a
+    cache to serve.)"""
+    from api.app import create_app
+
+    app = create_app()
+    checker = app.state.services.checker
+    check = checker.check
+    answers: dict[tuple[Any, int | None, bool], Any] = {}
+
+    def remembered(invoice: Any, *, viewer_entity: int | None = None, near_duplicates: bool = True) -> Any:
+        key = (invoice, viewer_entity, near_duplicates)
+        answer = answers.get(key)
+        if answer is None:
+            answer = answers[key] = check(invoice, viewer_entity=viewer_entity, near_duplicates=near_duplicates)
+        return answer
+
+    checker.check = remembered
     return app
 
 
@@ -428,6 +462,52 @@ def bulk(
     }
 
 
+def breakdown(database_url: str, papers: Sequence[Paper], passes: int = 3) -> dict[str, float]:
+    """A single check's stages over ``papers``, timed in this process: microseconds per invoice, the best
+    of ``passes`` passes each. Reaches into the checker's stages (``_line``, ``_check_single``,
+    ``_statement``) to time each on its own, as ``DuplicateChecker.check`` runs them."""
+    from api.routes.core import check_json
+    from registry.checks import DuplicateChecker, number_variants
+    from registry.store.db import make_engine
+
+    engine = make_engine(database_url)
+    checker = DuplicateChecker(engine)
+    invoices = [p.invoice() for p in papers]
+    lines = [checker._line(invoice, variants=True) for invoice in invoices]
+
+    def statement(line: Any) -> None:
+        with checker._statement() as dbapi:
+            checker._check_single.rows(dbapi, line)
+
+    viewer = -1  # a factor party to none of them (as the benchmark's factor is to nearly all)
+    results = [checker.check(invoice, viewer_entity=viewer) for invoice in invoices]
+    stages: list[tuple[str, Any, Sequence[Any]]] = [
+        ("parse", Paper.invoice, papers),
+        ("variants", lambda inv: number_variants(inv.normalized_number), invoices),
+        ("variants_and_hashes", lambda inv: checker._line(inv, variants=True), invoices),
+        ("statement", statement, lines),
+        ("check", lambda inv: checker.check(inv, viewer_entity=viewer), invoices),
+        ("answer_json", check_json, results),
+    ]
+    out: dict[str, float] = {}
+    try:
+        for name, work, items in stages:
+            best = float("inf")
+            for _ in range(passes):
+                t0 = time.perf_counter()
+                for item in items:
+                    work(item)
+                best = min(best, time.perf_counter() - t0)
+            out[name] = round(1e6 * best / len(items), 1)
+    finally:
+        engine.dispose()
+    out["hashes"] = round(out["variants_and_hashes"] - out["variants"], 1)
+    out["variants_per_invoice"] = round(
+        sum(len(number_variants(inv.normalized_number)) for inv in invoices) / len(invoices), 1
+    )
+    return out
+
+
 # ---------------------------------------------------------------------------------------- main
 
 
@@ -448,34 +528,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "REGISTRY_RATE_LIMIT_PER_MINUTE": str(10**9),  # one session for every client: no throttling
         }
         # Half the checks hit a registered invoice (respelled: the normalisation is on the path), half miss.
-        bodies: list[tuple[dict[str, Any], bool | None]] = []
-        for hit, miss in zip(led.registered[:1000], led.unknown[:1000], strict=False):
-            bodies.append(({"invoice": respelled(hit).fields()}, True))
-            bodies.append(({"invoice": miss.fields()}, False))
+        checked = [
+            p
+            for hit, miss in zip(led.registered[:1000], led.unknown[:1000], strict=False)
+            for p in (respelled(hit), miss)
+        ]
+        bodies: list[tuple[dict[str, Any], bool | None]] = [
+            ({"invoice": p.fields()}, i % 2 == 0) for i, p in enumerate(checked)
+        ]
         bare_bodies: list[tuple[dict[str, Any], bool | None]] = [(b, None) for b, _ in bodies]
 
-        check_load, bare_load = Load(), Load()
+        check_load, bare_load, remembered_load = Load(), Load(), Load()
         per_round: list[dict[str, float]] = []
-        with (
-            server("api.app:create_app", env, port=api_port, profile=args.server_profile) as api,
-            server("bench_api:bare_app", {}, app_dir=ROOT / "scripts") as bare,
-        ):
+        with ExitStack() as servers:
+            api = servers.enter_context(server("api.app:create_app", env, port=api_port, profile=args.server_profile))
+            bare = servers.enter_context(server("bench_api:bare_app", {}, app_dir=ROOT / "scripts"))
+            remembered = (
+                servers.enter_context(server("bench_api:remembered_app", env, app_dir=ROOT / "scripts"))
+                if args.bound
+                else None
+            )
             api_url = api.url
             token = sign_in(api_url, led.factor_key)
             headers = {"Authorization": f"Bearer {token}"}
+            # (The same session on the remembered server: same secret, same mirror.)
             profiler = cProfile.Profile() if args.profile else None
             for r in range(args.rounds):
                 each = args.duration / args.rounds
                 b = burst(bare, "/bare", bare_bodies, {}, clients=args.clients, duration=each)
                 c = burst(api, "/checks", bodies, headers, clients=args.clients, duration=each)
-                print(
+                line = (
                     f"  round {r + 1}: bare {b.rps:,.0f}/s ({b.cpu_ms_per_request:.3f} ms CPU each), "
-                    f"/checks {c.rps:,.0f}/s ({c.cpu_ms_per_request:.3f} ms CPU each)",
-                    file=sys.stderr,
+                    f"/checks {c.rps:,.0f}/s ({c.cpu_ms_per_request:.3f} ms CPU each)"
                 )
                 bare_load.add(b)
                 check_load.add(c)
                 per_round.append({"bare_rps": round(b.rps, 1), "check_rps": round(c.rps, 1)})
+                if remembered is not None:
+                    m = burst(remembered, "/checks", bodies, headers, clients=args.clients, duration=each)
+                    line += f", remembered {m.rps:,.0f}/s ({m.cpu_ms_per_request:.3f} ms CPU each)"
+                    remembered_load.add(m)
+                    per_round[-1]["remembered_rps"] = round(m.rps, 1)
+                print(line, file=sys.stderr)
             registered = {respelled(p) for p in led.registered} | set(led.registered)
             lines = [x for pair in zip(led.registered, led.unknown, strict=False) for x in pair]
             lines = [respelled(p) if i % 4 == 0 else p for i, p in enumerate(lines)]
@@ -485,9 +579,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if profiler:
                 profiler.disable()
                 profiler.dump_stats(args.profile)
-    if check_load.errors or bare_load.errors:
-        raise RuntimeError(f"errors: {(check_load.errors + bare_load.errors)[:5]}")
-    return {
+        stages = breakdown(led.database_url, checked) if args.breakdown else None
+    errors = check_load.errors + bare_load.errors + remembered_load.errors
+    if errors:
+        raise RuntimeError(f"errors: {errors[:5]}")
+    optional: dict[str, Any] = {}
+    if args.bound:
+        optional |= {
+            "remembered_rps": round(remembered_load.rps, 1),
+            "remembered_to_bare": round(remembered_load.rps / bare_load.rps, 3) if bare_load.rps else None,
+            "remembered_server_cpu_ms": round(remembered_load.cpu_ms_per_request, 3),
+        }
+    if stages is not None:
+        optional["variants_per_invoice"] = stages.pop("variants_per_invoice")
+        optional["check_breakdown_us"] = stages
+    figures: dict[str, Any] = {
         "check_rps": round(check_load.rps, 1),
         "check_p99_ms": round(check_load.percentile_ms(0.99), 2),
         "bare_rps": round(bare_load.rps, 1),
@@ -512,6 +618,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "loadavg": list(os.getloadavg()),
         "cpus": os.cpu_count(),
     }
+    return figures | optional
 
 
 def main() -> int:
@@ -527,6 +634,10 @@ def main() -> int:
     parser.add_argument(
         "--server-profile", type=Path, help="cProfile of the API server process (slows it: not for figures)"
     )
+    parser.add_argument(
+        "--bound", action="store_true", help="also serve /checks with each check answered from memory after its first"
+    )
+    parser.add_argument("--breakdown", action="store_true", help="time a single check's stages in this process")
     args = parser.parse_args()
 
     figures = run(args)
@@ -544,6 +655,24 @@ def main() -> int:
         ),
         ("POST /checks/bulk", f"{figures['bulk_check_per_s']:,.0f} invoices/s", f"{args.bulk_size:,} a call"),
     ]
+    if args.bound:
+        rows.append(
+            (
+                "/checks, checks remembered",
+                f"{figures['remembered_rps']:,.0f} req/s",
+                f"{figures['remembered_to_bare']:.0%} of bare, {figures['remembered_server_cpu_ms']} ms CPU each",
+            )
+        )
+    if args.breakdown:
+        stages = figures["check_breakdown_us"]
+        rows.append(
+            (
+                "a check's stages (us)",
+                f"{stages['check']} in all",
+                ", ".join(f"{k} {v}" for k, v in stages.items() if k != "check")
+                + f"; {figures['variants_per_invoice']} variants an invoice",
+            )
+        )
     width = max(len(r[0]) for r in rows)
     load = figures["loadavg"][0]
     print(f"\n{figures['clients']} clients, {figures['duration_s']:.0f} s each, load average {load:.2f}")
