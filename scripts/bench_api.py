@@ -36,7 +36,8 @@ Where the gap to bare lies (optional; not targets):
   JSON). ``remembered_rps``, ``remembered_to_bare``, ``remembered_server_cpu_ms``.
 - ``--breakdown``: a single check's stages timed in this process over the same invoices (best of
   three passes, microseconds each): parsing the invoice, its number variants, the variants' and the
-  keys' hashes, the one SQL statement, the whole check, the answer's JSON. ``check_breakdown_us``.
+  keys' hashes, the one SQL statement (and the same without the variants' probes), the whole check,
+  the answer's JSON. ``check_breakdown_us``.
 
 The rate measurements alternate for ``--rounds`` rounds (bare, API[, remembered], bare, ...) so that all
 see the same machine; each figure sums its rounds. Target: ``check_rps`` >= 50% of ``bare_rps``. The
@@ -50,6 +51,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import dataclasses
 import json
 import os
 import statistics
@@ -486,6 +488,7 @@ def breakdown(database_url: str, papers: Sequence[Paper], passes: int = 3) -> di
         ("variants", lambda inv: number_variants(inv.normalized_number), invoices),
         ("variants_and_hashes", lambda inv: checker._line(inv, variants=True), invoices),
         ("statement", statement, lines),
+        ("statement_without_variants", statement, [dataclasses.replace(line, variant_hashes=[]) for line in lines]),
         ("check", lambda inv: checker.check(inv, viewer_entity=viewer), invoices),
         ("answer_json", check_json, results),
     ]
