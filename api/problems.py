@@ -14,12 +14,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from registry.actions import ActionError
 from registry.auth import AuthError, Forbidden
 from registry.chain.reverts import ContractRevert
 from registry.chain.rpc import NodeUnavailable
 from registry.checks import MirrorNotReady
-from registry.errors import ChainError, InvalidInvoice, RegistryError
+from registry.errors import ChainError, FieldError, InvalidInvoice, RegistryError
 from registry.relay import RelayError
 
 log = logging.getLogger("registry.api")
@@ -27,6 +26,11 @@ log = logging.getLogger("registry.api")
 PROBLEM_JSON = "application/problem+json"
 # FastAPI's HTTPException detail when a request body cannot be read as JSON text at all.
 FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
+
+
+def field_errors(exc: FieldError) -> list[dict[str, str]]:
+    """Each bad field, as problem+json's ``errors`` entries."""
+    return [{"field": field, "message": message} for field, message in exc.problems]
 
 
 class Problem(Exception):
@@ -169,14 +173,9 @@ def registry_problem(request: Request, exc: RegistryError) -> JSONResponse:
             error=name,
             fields={k: jsonable(v) for k, v in exc.fields.items()},
         )
-    if isinstance(exc, InvalidInvoice):
-        return problem_response(
-            request, 422, "invalid_invoice", str(exc), errors=[{"field": exc.field, "message": exc.message}]
-        )
-    if isinstance(exc, ActionError):
-        return problem_response(
-            request, 422, "invalid_argument", str(exc), errors=[{"field": exc.field, "message": exc.message}]
-        )
+    if isinstance(exc, FieldError):  # InvalidInvoice, ActionError: every bad field named
+        code = "invalid_invoice" if isinstance(exc, InvalidInvoice) else "invalid_argument"
+        return problem_response(request, 422, code, str(exc), errors=field_errors(exc))
     if isinstance(exc, AuthError):
         return problem_response(request, 401, f"auth.{exc.reason}", str(exc), headers={"WWW-Authenticate": "Bearer"})
     if isinstance(exc, Forbidden):

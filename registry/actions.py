@@ -20,7 +20,7 @@ from eth_utils.crypto import keccak
 
 from registry.chain.contract import FORWARD_REQUEST_TYPES, RegistryClient
 from registry.domain import ROLES_BY_NAME, DisputeReason, DisputeResolution
-from registry.errors import InvalidInvoice, RegistryError
+from registry.errors import FieldError, InvalidInvoice
 from registry.invoice import Invoice, format_amount
 
 # Each lifecycle action's slug (URL, CLI) and the registry function it calls.
@@ -63,13 +63,9 @@ EIP712_DOMAIN_TYPES: list[dict[str, str]] = [
 GAS_MARGIN = 20_000  # the forwarder's own work on top of the simulated call
 
 
-class ActionError(RegistryError, ValueError):
-    """Raised when an action's arguments are missing or malformed; ``field`` names the argument."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+class ActionError(FieldError):
+    """Raised when an action's arguments are missing or malformed; ``field`` names the argument (and
+    ``problems`` every bad one, for an invoice's fields)."""
 
 
 @dataclass(frozen=True)
@@ -164,15 +160,19 @@ class _Args:
         if not isinstance(fields, Mapping):
             raise ActionError(name, "must be an object of invoice fields")
         allowed = {"debtor", "invoice_number", "face_value", "currency", "issue_date", "due_date", "document_hash"}
-        unknown = sorted(set(fields) - allowed)
-        if unknown:
-            raise ActionError(f"{name}.{unknown[0]}", "is not an invoice field")
-        for required in sorted(allowed - {"document_hash"}):
-            if fields.get(required) in (None, ""):
-                raise ActionError(f"{name}.{required}", "is required")
-        for text_field in ("invoice_number", "currency"):
-            if not isinstance(fields[text_field], str):
-                raise ActionError(f"{name}.{text_field}", "must be text")
+        problems = [(f"{name}.{field}", "is not an invoice field") for field in sorted(set(fields) - allowed)]
+        problems += [
+            (f"{name}.{field}", "is required")
+            for field in sorted(allowed - {"document_hash"})
+            if fields.get(field) in (None, "")
+        ]
+        problems += [
+            (f"{name}.{field}", "must be text")
+            for field in ("invoice_number", "currency")
+            if fields.get(field) not in (None, "") and not isinstance(fields[field], str)
+        ]
+        if problems:
+            raise ActionError.of(problems)
         debtor = fields["debtor"]
         if isinstance(debtor, str) and debtor.strip().isdigit():
             debtor = int(debtor)
@@ -187,7 +187,7 @@ class _Args:
                 document_hash=fields.get("document_hash"),
             )
         except InvalidInvoice as exc:
-            raise ActionError(f"{name}.{exc.field}", exc.message) from None
+            raise ActionError.of([(f"{name}.{field}", message) for field, message in exc.problems]) from None
         except (TypeError, ValueError, AttributeError, OverflowError) as exc:  # e.g. a list where a date goes
             raise ActionError(name, f"malformed invoice fields: {exc}") from None
 

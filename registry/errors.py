@@ -7,18 +7,33 @@ named exactly like the Solidity error (see :mod:`registry.chain.errors`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Self
+
 
 class RegistryError(Exception):
     """Raised when anything in the registry fails on purpose; the root of the tree."""
 
 
-class InvalidInvoice(RegistryError, ValueError):
-    """Raised when invoice fields cannot be normalised (bad number, amount, currency or date)."""
+class FieldError(RegistryError, ValueError):
+    """Raised when named input fields are malformed. ``field`` and ``message`` name the first problem;
+    ``problems`` lists every one found, in field order, so that one answer names every bad field."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+    def __init__(self, field: str, message: str, *, more: tuple[tuple[str, str], ...] = ()) -> None:
+        self.problems: tuple[tuple[str, str], ...] = ((field, message), *more)
+        super().__init__("; ".join(f"{f}: {m}" for f, m in self.problems))
         self.field = field
         self.message = message
+
+    @classmethod
+    def of(cls, problems: Sequence[tuple[str, str]]) -> Self:
+        """One error listing each (field, message) of ``problems`` (at least one)."""
+        return cls(*problems[0], more=tuple(problems[1:]))
+
+
+class InvalidInvoice(FieldError):
+    """Raised when invoice fields cannot be normalised (bad number, amount, currency or date);
+    ``Invoice.parse`` names every bad field at once."""
 
 
 class ConfigurationError(RegistryError):

@@ -67,7 +67,7 @@ from __future__ import annotations
 import datetime
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from types import MappingProxyType
@@ -96,6 +96,7 @@ __all__ = [
     "normalize_invoice_number",
     "parse_amount",
     "parse_date",
+    "parse_day_bound",
 ]
 
 MAX_INVOICE_NUMBER_LENGTH: Final = 64
@@ -366,6 +367,30 @@ def parse_date(value: str | datetime.date | int, field: str = "date") -> UnixTim
     raise InvalidInvoice(field, f"{value!r} is not a date; use YYYY-MM-DD, YYYY/MM/DD or YYYY年MM月DD日")
 
 
+def _is_compact_day(digits: str) -> bool:
+    try:
+        datetime.date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
+    except ValueError:
+        return False
+    return True
+
+
+def parse_day_bound(value: str, field: str = "date", *, upper: bool = False) -> UnixTime:
+    """A bound of a date range in a filter, inclusive: Unix seconds written as digits (``0`` allowed: a
+    filter's bound, not a contract value), or a day as :func:`parse_date` reads it, which as the
+    ``upper`` bound means its last second (a due date need not be midnight)."""
+    text = unicodedata.normalize("NFKC", value).strip()
+    if text.isascii() and text.isdigit():
+        if len(text) == 8 and _is_compact_day(text):
+            raise InvalidInvoice(field, f"{value!r} is ambiguous: write the day as {text[:4]}-{text[4:6]}-{text[6:]}")
+        seconds = int(text) if len(text) <= 10 else UINT32_MAX + 1
+        if seconds > UINT32_MAX:
+            raise InvalidInvoice(field, f"{value!r} is past the contract's range (seconds < 2**32)")
+        return UnixTime(seconds)
+    start = parse_date(text, field=field)
+    return UnixTime(min(start + 86_399, UINT32_MAX)) if upper else start
+
+
 # ---------------------------------------------------------------------------------------------
 # Derivations mirroring the contract
 # ---------------------------------------------------------------------------------------------
@@ -453,6 +478,44 @@ def _parse_document_hash(value: bytes | str | None) -> bytes:
     return _check_bytes32(value, "document_hash")
 
 
+def _problems(
+    first: InvalidInvoice,
+    debtor: int,
+    invoice_number: str,
+    face_value: str | int | Decimal,
+    currency: str,
+    issue_date: str | datetime.date | int,
+    due_date: str | datetime.date | int,
+    document_hash: bytes | str | None,
+) -> list[InvalidInvoice]:
+    """Every problem of an invoice's raw fields, field by field (``first``: what ``parse`` met first)."""
+    found: list[InvalidInvoice] = []
+    dates: list[int] = []
+
+    def attempt(parse: Callable[[], object]) -> object:
+        try:
+            return parse()
+        except InvalidInvoice as problem:
+            found.append(problem)
+            return None
+
+    if isinstance(debtor, bool) or not isinstance(debtor, int) or not 0 < debtor <= UINT24_MAX:
+        found.append(InvalidInvoice("debtor", f"{debtor!r} is not a participant id (0 < id < 2**24)"))
+    attempt(lambda: invoice_number_hash(invoice_number))
+    code = attempt(lambda: normalize_currency(currency))
+    if isinstance(code, str):
+        attempt(lambda: parse_amount(face_value, code))
+    for value, field in ((issue_date, "issue_date"), (due_date, "due_date")):
+        try:
+            dates.append(parse_date(value, field=field))
+        except InvalidInvoice as problem:
+            found.append(problem)
+    if len(dates) == 2 and dates[1] <= dates[0]:
+        found.append(InvalidInvoice("due_date", "must be after the issue date"))
+    attempt(lambda: _parse_document_hash(document_hash))
+    return found or [first]
+
+
 @dataclass(frozen=True, slots=True)
 class Invoice:
     """A validated invoice; construction checks that every field is canonical and in range."""
@@ -493,18 +556,24 @@ class Invoice:
         due_date: str | datetime.date | int,
         document_hash: bytes | str | None = None,
     ) -> Invoice:
-        """Validate and normalise raw fields; ``face_value`` as in :func:`parse_amount`."""
-        code = normalize_currency(currency)
-        return cls(
-            debtor=EntityId(debtor),
-            invoice_number=invoice_number,
-            number_hash=invoice_number_hash(invoice_number),
-            currency=code,
-            face_value=parse_amount(face_value, code),
-            issue_date=parse_date(issue_date, field="issue_date"),
-            due_date=parse_date(due_date, field="due_date"),
-            document_hash=_parse_document_hash(document_hash),
-        )
+        """Validate and normalise raw fields; ``face_value`` as in :func:`parse_amount`. Refuses with one
+        :class:`InvalidInvoice` naming every bad field (its ``problems``)."""
+        try:
+            code = normalize_currency(currency)
+            return cls(
+                debtor=EntityId(debtor),
+                invoice_number=invoice_number,
+                number_hash=invoice_number_hash(invoice_number),
+                currency=code,
+                face_value=parse_amount(face_value, code),
+                issue_date=parse_date(issue_date, field="issue_date"),
+                due_date=parse_date(due_date, field="due_date"),
+                document_hash=_parse_document_hash(document_hash),
+            )
+        except InvalidInvoice as first:
+            # Off the hot path: each field again on its own, so that one answer names them all.
+            found = _problems(first, debtor, invoice_number, face_value, currency, issue_date, due_date, document_hash)
+            raise InvalidInvoice.of([pair for problem in found for pair in problem.problems]) from None
 
     @property
     def normalized_number(self) -> str:

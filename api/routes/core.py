@@ -10,7 +10,7 @@ from pydantic_core import to_json
 from sqlalchemy import Connection
 
 from api.deps import DirectRoute, PrincipalDep, ServicesDep
-from api.problems import Problem, jsonable, problem_responses
+from api.problems import Problem, field_errors, jsonable, problem_responses
 from api.schemas import (
     AsOf,
     AssignmentPublic,
@@ -203,6 +203,9 @@ def _principal(p: Principal) -> PrincipalPublic:
 # ---------------------------------------------------------------------------------------- reads
 
 
+DUE_BOUND = "a day (2027-01-31, 2027/1/31 or 2027年1月31日) or Unix seconds; inclusive"
+
+
 @router.get("/receivables", response_model=ReceivablePage, tags=["receivables"])
 def list_receivables(
     services: ServicesDep,
@@ -212,8 +215,8 @@ def list_receivables(
     creditor: Annotated[int | None, Query(ge=1, lt=2**24)] = None,
     holder: Annotated[int | None, Query(ge=1, lt=2**24)] = None,
     currency: Annotated[str | None, Query(min_length=3, max_length=3)] = None,
-    due_from: Annotated[int | None, Query(ge=0, lt=2**32)] = None,
-    due_to: Annotated[int | None, Query(ge=0, lt=2**32)] = None,
+    due_from: Annotated[str | None, Query(max_length=40, description=DUE_BOUND)] = None,
+    due_to: Annotated[str | None, Query(max_length=40, description=DUE_BOUND)] = None,
     overdue: Annotated[
         bool, Query(description="open receivables past their due date at the as-of block's time (the chain's clock)")
     ] = False,
@@ -230,14 +233,20 @@ def list_receivables(
         except KeyError:
             names = ", ".join(s.name.lower() for s in Status if s is not Status.NONE)
             raise Problem(422, "validation_error", f"status: one of {names}") from None
+    try:
+        low, high = queries.due_window(due_from, due_to)
+    except InvalidInvoice as exc:
+        raise Problem(
+            422, "validation_error", str(exc), errors=[{"field": f"query.{exc.field}", "message": exc.message}]
+        ) from None
     flt = ReceivableFilter(
         status=parsed_status,
         debtor=debtor,
         creditor=creditor,
         holder=holder,
         currency=currency.upper() if currency else None,
-        due_from=due_from,
-        due_to=due_to,
+        due_from=low,
+        due_to=high,
     )
     with services.engine.connect() as conn:
         stamp = as_of(conn)
@@ -496,7 +505,12 @@ def bulk_check(body: BulkCheckCreate, services: ServicesDep, principal: Principa
             parsed.append(_invoice(fields))
             positions.append(i)
         except InvalidInvoice as exc:
-            errors[i] = {"code": "invalid_invoice", "field": exc.field, "message": exc.message}
+            errors[i] = {
+                "code": "invalid_invoice",
+                "field": exc.field,
+                "message": str(exc),
+                "errors": field_errors(exc),
+            }
     results = services.checker.check_many(parsed, viewer_entity=viewer) if parsed else []
     by_line: dict[int, CheckPublic] = {}
     for position, result in zip(positions, results, strict=True):

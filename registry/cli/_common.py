@@ -28,7 +28,7 @@ import typer
 from eth_account.signers.local import LocalAccount
 from rich.console import Console
 
-from registry.errors import ConfigurationError, InvalidInvoice, RegistryError
+from registry.errors import ConfigurationError, FieldError, InvalidInvoice, RegistryError
 from registry.settings import Settings, get_settings
 
 console = Console()
@@ -179,8 +179,8 @@ def errors() -> Iterator[None]:
     except ContractRevert as exc:
         message, hint = revert_message(exc.error_name, exc.fields)
         raise fail(f"refused by the contract: {message}", 1, hint) from None
-    except InvalidInvoice as exc:
-        raise fail(f"invalid {exc.field}: {exc.message}", 2, "fix that argument and run the command again") from None
+    except FieldError as exc:  # InvalidInvoice, registry.actions.ActionError: each bad argument named
+        raise fail(f"invalid {exc}", 2, "fix those arguments and run the command again") from None
     except KeystoreError as exc:
         raise fail(str(exc), 2, f"check --password-file or ${PASSWORD_ENV}, or the keystore file") from None
     except NodeUnavailable as exc:
@@ -198,11 +198,6 @@ def errors() -> Iterator[None]:
     except httpx.TransportError as exc:
         raise fail(f"cannot reach the API: {exc}", 2, "start it with `registry serve`, or check --api") from None
     except RegistryError as exc:
-        field = getattr(exc, "field", None)
-        if isinstance(field, str):  # registry.actions.ActionError: a malformed argument, named
-            raise fail(
-                f"invalid {field}: {getattr(exc, 'message', exc)}", 2, "fix that argument and try again"
-            ) from None
         raise fail(f"{type(exc).__name__}: {exc}", 1) from None
 
 

@@ -167,6 +167,9 @@ class DirectBackend:
             debtor=filters.get("debtor"),
             creditor=filters.get("creditor"),
             holder=filters.get("holder"),
+            currency=filters.get("currency"),
+            due_from=filters.get("due_from"),
+            due_to=filters.get("due_to"),
         )
         with self._connect() as conn:
             stamp = self._as_of(conn)
@@ -277,7 +280,10 @@ class DirectBackend:
                 parsed.append(Invoice.parse(**fields))
                 positions.append(i)
             except InvalidInvoice as exc:
-                out[i] = _empty_check({"code": "invalid_invoice", "field": exc.field, "message": exc.message})
+                problems = [{"field": field, "message": message} for field, message in exc.problems]
+                out[i] = _empty_check(
+                    {"code": "invalid_invoice", "field": exc.field, "message": str(exc), "errors": problems}
+                )
             except (TypeError, ValueError) as exc:
                 out[i] = _empty_check({"code": "invalid_invoice", "field": "invoice", "message": str(exc)})
         viewer = None

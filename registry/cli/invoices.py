@@ -139,14 +139,12 @@ def read_csv(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[dict[st
                 if None in row:
                     bad.append(_bad(line, number, "line", "more columns than the header"))
                     continue
-                if not fields["debtor"].isdigit():
-                    bad.append(_bad(line, number, "debtor", f"{fields['debtor']!r} is not an entity id"))
-                    continue
-                fields["debtor"] = int(fields["debtor"])
+                if fields["debtor"].isascii() and fields["debtor"].isdigit():
+                    fields["debtor"] = int(fields["debtor"])  # (else Invoice.parse names it with the rest)
                 try:
                     Invoice.parse(**fields)
                 except InvalidInvoice as exc:
-                    bad.append(_bad(line, number, exc.field, exc.message))
+                    bad.append(_bad(line, number, exc.field, exc.message, exc.problems[1:]))
                     continue
                 good.append((line, fields))
         except (csv.Error, UnicodeDecodeError) as exc:
@@ -154,8 +152,17 @@ def read_csv(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[dict[st
     return good, bad
 
 
-def _bad(line: int, number: str, field: str, message: str) -> dict[str, Any]:
-    return {"line": line, "invoice_number": number, "outcome": "malformed", "field": field, "message": message}
+def _bad(line: int, number: str, field: str, message: str, more: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+    """A malformed line's report entry: its first problem (``field``, ``message``) and all of them."""
+    errors = [{"field": f, "message": m} for f, m in ((field, message), *more)]
+    return {
+        "line": line,
+        "invoice_number": number,
+        "outcome": "malformed",
+        "field": field,
+        "message": message,
+        "errors": errors,
+    }
 
 
 @app.command("import")
@@ -272,7 +279,7 @@ def _print_report(lines: list[dict[str, Any]]) -> None:
         if r["outcome"] == "registered":
             detail, style = f"receivable {r['id']}", "green"
         elif r["outcome"] == "malformed":
-            detail, style = f"{r['field']}: {r['message']}", "yellow"
+            detail, style = "; ".join(f"{e['field']}: {e['message']}" for e in r["errors"]), "yellow"
         else:
             detail, style = r["message"], "red"
         table.add_row(str(r["line"]), r["invoice_number"], f"[{style}]{r['outcome']}[/]", detail)
@@ -363,6 +370,9 @@ def list_(
     debtor: Annotated[int | None, typer.Option(min=1, help="debtor entity id")] = None,
     creditor: Annotated[int | None, typer.Option(min=1, help="creditor entity id")] = None,
     holder: Annotated[int | None, typer.Option(min=1, help="holder entity id")] = None,
+    currency: Annotated[str | None, typer.Option(help="ISO 4217 code, e.g. CNY")] = None,
+    due_from: Annotated[str | None, typer.Option(help="due on or after this day (2027-01-31) or Unix time")] = None,
+    due_to: Annotated[str | None, typer.Option(help="due on or before this day (2027-03-31) or Unix time")] = None,
     overdue: Annotated[bool, typer.Option("--overdue", help="open receivables past their due date")] = False,
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="at most this many")] = 50,
     as_: AsOpt = None,
@@ -373,12 +383,28 @@ def list_(
 ) -> None:
     """Receivables (in API mode: those you are party to), filtered, in id order."""
     from registry.domain import Status
+    from registry.invoice import normalize_currency
+    from registry.store.queries import due_window
 
     with errors():
         if status is not None and status.upper() not in Status.__members__:
             names = ", ".join(s.name.lower() for s in Status if s is not Status.NONE)
             raise CliError(f"invalid --status {status!r}: one of {names}", 2)
-        filters = {"status": status, "debtor": debtor, "creditor": creditor, "holder": holder, "overdue": overdue}
+        try:
+            low, high = due_window(due_from, due_to)
+            code = None if currency is None else normalize_currency(currency)
+        except InvalidInvoice as exc:
+            raise CliError(f"invalid --{exc.field.replace('_', '-')}: {exc.message}", 2) from None
+        filters = {
+            "status": status,
+            "debtor": debtor,
+            "creditor": creditor,
+            "holder": holder,
+            "currency": code,
+            "due_from": low,
+            "due_to": high,
+            "overdue": overdue,
+        }
         with backend(Who(as_, keystore, password_file, api), signs=False) as chosen:
             page = chosen.receivables(filters, limit)
     if as_json:

@@ -10,6 +10,8 @@ from sqlalchemy import false, func, or_, select, true
 from sqlalchemy.engine import Connection
 
 from registry.domain import Status
+from registry.errors import InvalidInvoice
+from registry.invoice import parse_day_bound
 from registry.store.models import Assignment, Cursor, Payment, Receivable, table_of
 
 
@@ -60,6 +62,17 @@ class ReceivableFilter:
     due_from: int | None = None
     due_to: int | None = None
     overdue_at: int | None = None  # unix time: open receivables due before it
+
+
+def due_window(due_from: str | None, due_to: str | None) -> tuple[int | None, int | None]:
+    """A filter's due-date range from its text bounds, each a day (``2027-01-31``, ``2027/1/31``,
+    ``2027年1月31日``: all of it) or Unix seconds, both inclusive; refuses an unreadable bound or an empty range
+    with :class:`~registry.errors.InvalidInvoice` naming the bound (``due_from`` or ``due_to``)."""
+    low = None if due_from is None else parse_day_bound(due_from, "due_from")
+    high = None if due_to is None else parse_day_bound(due_to, "due_to", upper=True)
+    if low is not None and high is not None and low > high:
+        raise InvalidInvoice("due_from", f"{due_from!r} is after due_to {due_to!r}: the range is empty")
+    return low, high
 
 
 @dataclass(frozen=True)

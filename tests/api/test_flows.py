@@ -94,3 +94,47 @@ def test_bad_input_gets_a_problem_document_never_a_server_error(
     assert answer.json()["code"] == "validation_error"
     assert api.get("/receivables", headers={"Authorization": "Bearer nonsense"}).status_code == 401
     assert api.get("/receivables/999999", headers=headers).status_code == 404
+
+
+def test_the_due_date_window_takes_days_or_unix_seconds_both_inclusive(
+    api: TestClient, login: Login, registry: RegistryClient, consortium: Consortium, make_invoice: InvoiceFactory
+) -> None:
+    import datetime
+
+    creditor, debtor = consortium.creditors[0], consortium.debtors[0]
+    due = {days: make_invoice(debtor_id=debtor.entity, due_in_days=days) for days in (30, 61, 92)}
+    ids = {days: registry.register(creditor.account, inv) for days, inv in due.items()}
+    _wait_indexed(api, {}, registry.chain.block_number())
+    headers = login(debtor.account)
+
+    def day(days: int) -> str:
+        return datetime.datetime.fromtimestamp(due[days].due_date, datetime.UTC).date().isoformat()
+
+    def listed(**params: object) -> set[int]:
+        seen: set[int] = set()
+        cursor = None
+        while True:
+            query = {**params, "limit": 200, **({"cursor": cursor} if cursor else {})}
+            answer = api.get("/receivables", params=query, headers=headers)
+            assert answer.status_code == 200, answer.text
+            seen |= {r["id"] for r in answer.json()["items"]}
+            if (cursor := answer.json()["next_cursor"]) is None:
+                return seen & set(ids.values())
+
+    # A day as either bound includes receivables due that day; seconds work as before.
+    assert listed(due_from=day(61), due_to=day(61)) == {ids[61]}
+    assert listed(due_from=day(30).replace("-", "/"), due_to=day(61)) == {ids[30], ids[61]}
+    assert listed(due_from=str(due[61].due_date)) == {ids[61], ids[92]}
+    assert listed(due_to=str(due[30].due_date)) == {ids[30]}
+    assert listed(due_from="0", due_to=str(2**32 - 1)) == set(ids.values())
+    # Each unreadable bound, and an empty range, is a 422 naming the bound.
+    for params, field in (
+        ({"due_from": "2027-02-30"}, "query.due_from"),
+        ({"due_to": "next week"}, "query.due_to"),
+        ({"due_to": str(2**32)}, "query.due_to"),
+        ({"due_from": day(92), "due_to": day(30)}, "query.due_from"),
+    ):
+        answer = api.get("/receivables", params=params, headers=headers)
+        assert answer.status_code == 422, (params, answer.text)
+        problem = answer.json()
+        assert problem["code"] == "validation_error" and problem["errors"][0]["field"] == field, problem

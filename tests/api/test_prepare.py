@@ -136,6 +136,16 @@ def test_bad_arguments_over_http_are_422_naming_the_field(
     answer = api.post("/actions/register/prepare", json={"args": {"invoice": bad}}, headers=headers)
     assert answer.status_code == 422 and answer.json()["code"] == "invalid_argument"
     assert answer.json()["errors"][0]["field"].startswith("invoice")
+    # Every bad field at once: the pre-checks' and the invoice's own.
+    worse = {**bad, "due_date": "2027-02-30", "face_value": "1.001", "currency": 840, "extra": 1}
+    answer = api.post("/actions/register/prepare", json={"args": {"invoice": worse}}, headers=headers)
+    assert answer.status_code == 422 and answer.json()["code"] == "invalid_argument"
+    assert [e["field"] for e in answer.json()["errors"]] == ["invoice.extra", "invoice.currency"]
+    worse = {**bad, "due_date": "2027-02-30", "face_value": "1.001", "debtor": 0}
+    answer = api.post("/actions/register/prepare", json={"args": {"invoice": worse}}, headers=headers)
+    assert answer.status_code == 422, answer.text
+    fields = [e["field"] for e in answer.json()["errors"]]
+    assert fields == ["invoice.debtor", "invoice.face_value", "invoice.due_date"], answer.text
     assert api.post("/actions/teleport/prepare", json={"args": {}}, headers=headers).status_code == 422
     assert api.post("/actions/cancel/prepare", json={"args": {"id": 1}}).status_code == 401
 

@@ -43,7 +43,7 @@ def test_import_reports_each_line_and_registers_the_good_ones(
             f"{d},CSV-003,800.00,CNY,{issue},{due}",  # line 4: good
             f"{d},csv 001,1200.50,CNY,{issue},{due}",  # line 5: the same invoice as line 2, reformatted
             f"{d},LEDGER-1,10.00,CNY,{issue},{due}",  # line 6: registered already
-            f"x,CSV-004,5.00,CNY,{issue},{due}",  # line 7: malformed debtor
+            f"x,CSV-004,5.00,CNY,{issue},2027-02-30",  # line 7: malformed debtor and due date
             f"{d},CSV-005,5.00,CNY,{issue},{due}",  # line 8: good
         ]
     )
@@ -61,6 +61,7 @@ def test_import_reports_each_line_and_registers_the_good_ones(
     assert [n for n, r in outcomes.items() if r["outcome"] == "registered"] == [2, 4, 8]
     assert outcomes[3]["outcome"] == "malformed" and outcomes[3]["field"] == "face_value"
     assert outcomes[7]["outcome"] == "malformed" and outcomes[7]["field"] == "debtor"
+    assert [e["field"] for e in outcomes[7]["errors"]] == ["debtor", "due_date"], outcomes[7]
     assert outcomes[5]["outcome"] == "refused" and outcomes[5]["error"] == "InvoiceKeyTaken"
     assert outcomes[6]["outcome"] == "refused" and outcomes[6]["error"] == "InvoiceKeyTaken"
     assert (document["registered"], document["refused"]) == (3, 4)

@@ -106,6 +106,29 @@ def test_reads_print_only_json(
     assert human.exit_code == 0 and f"already registered as receivable {rid}" in human.stdout
 
 
+def test_list_filters_by_currency_and_a_due_window_of_days(
+    run: Run, mode: list[str], registry: RegistryClient, creditor: Member, make_invoice: InvoiceFactory,
+    live_indexer: Indexer,
+) -> None:  # fmt: skip
+    import_key(run, "supplier", creditor)
+    cny = make_invoice(due_in_days=45)
+    usd = make_invoice(due_in_days=45, currency="USD")
+    later = make_invoice(due_in_days=120)
+    ids = [registry.register(creditor.account, inv) for inv in (cny, usd, later)]
+    wait_indexed(live_indexer, registry.chain.block_number())
+    window = ["--due-from", _date(cny.due_date), "--due-to", _date(cny.due_date)]
+    base = ["invoices", "list", "--as", "supplier", "--creditor", creditor.entity, "--limit", "10000", *mode]
+    listed = {r["id"] for r in json_out(run(*base, *window, "--json"))["items"]}
+    assert listed & set(ids) == {ids[0], ids[1]}
+    listed = {r["id"] for r in json_out(run(*base, *window, "--currency", "usd", "--json"))["items"]}
+    assert listed & set(ids) == {ids[1]}
+    listed = {r["id"] for r in json_out(run(*base, "--due-from", _date(later.due_date), "--json"))["items"]}
+    assert ids[2] in listed and not {ids[0], ids[1]} & listed
+    for option, value in (("--due-to", "soon"), ("--currency", "XX"), ("--due-from", "20270101")):
+        refused = run(*base, option, value)
+        assert refused.exit_code == 2 and f"invalid {option}" in refused.stderr, refused.stderr
+
+
 def _date(unix: int) -> str:
     return datetime.datetime.fromtimestamp(unix, tz=datetime.UTC).date().isoformat()
 

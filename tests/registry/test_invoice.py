@@ -28,6 +28,7 @@ from registry.invoice import (
     normalize_invoice_number,
     parse_amount,
     parse_date,
+    parse_day_bound,
 )
 from registry.types import MinorUnits
 
@@ -387,6 +388,31 @@ def test_bad_or_out_of_range_dates_are_rejected_with_the_given_field(
     assert excinfo.value.field == "due_date"
 
 
+@pytest.mark.parametrize(
+    ("value", "upper", "expected"),
+    [
+        ("2024-03-05", False, MAR_5_2024),
+        ("2024-03-05", True, MAR_5_2024 + 86_399),
+        ("２０２４年３月５日", True, MAR_5_2024 + 86_399),
+        (str(MAR_5_2024 + 7), True, MAR_5_2024 + 7),
+        ("0", False, 0),
+        (str(2**32 - 1), True, 2**32 - 1),
+        ("2106-02-07", True, 2**32 - 1),
+    ],
+)
+def test_a_filters_day_bound_is_a_day_or_seconds_and_an_upper_day_takes_all_of_it(
+    value: str, upper: bool, expected: int
+) -> None:
+    assert parse_day_bound(value, "due_to", upper=upper) == expected
+
+
+@pytest.mark.parametrize("value", ["", "tomorrow", "2024-02-30", str(2**32), "9" * 30, "20240305", "-1", "1.5"])
+def test_an_unreadable_or_ambiguous_day_bound_is_refused_naming_it(value: str) -> None:
+    with pytest.raises(InvalidInvoice) as excinfo:
+        parse_day_bound(value, "due_from")
+    assert excinfo.value.field == "due_from"
+
+
 # ---------------------------------------------------------------------------------------------
 # Derivations
 # ---------------------------------------------------------------------------------------------
@@ -541,6 +567,36 @@ def test_due_date_must_be_after_issue_date(due_date: str) -> None:
     with pytest.raises(InvalidInvoice) as excinfo:
         _invoice(due_date=due_date)
     assert excinfo.value.field == "due_date"
+
+
+@pytest.mark.parametrize(
+    ("changes", "fields"),
+    [
+        ({"face_value": "1.001"}, ["face_value"]),
+        (
+            {"debtor": 0, "invoice_number": "", "currency": "XX", "issue_date": "2024-13-01"},
+            ["debtor", "invoice_number", "currency", "issue_date"],
+        ),
+        (
+            {"face_value": "-5", "due_date": "2024-02-30", "document_hash": "0x12"},
+            ["face_value", "due_date", "document_hash"],
+        ),
+        ({"debtor": "x", "issue_date": "2024-07-01"}, ["debtor", "due_date"]),
+        (
+            {"invoice_number": "a:b", "face_value": "1.001", "due_date": "2024-03-05"},
+            ["invoice_number", "face_value", "due_date"],
+        ),
+    ],
+)
+def test_one_error_names_every_bad_field_in_order_the_first_as_field(
+    changes: dict[str, str | int], fields: list[str]
+) -> None:
+    with pytest.raises(InvalidInvoice) as excinfo:
+        _invoice(**changes)
+    error = excinfo.value
+    assert [field for field, _ in error.problems] == fields
+    assert (error.field, error.message) == error.problems[0]
+    assert str(error) == "; ".join(f"{field}: {message}" for field, message in error.problems)
 
 
 def test_invoice_is_immutable_and_checks_its_fields_when_built_directly() -> None:
