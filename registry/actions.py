@@ -225,7 +225,15 @@ def _register_batch(a: _Args) -> tuple[tuple[Any, ...], dict[str, Any]]:
     lines = a.get("invoices")
     if not isinstance(lines, list) or not 1 <= len(lines) <= MAX_BATCH_LINES:
         raise ActionError("invoices", f"must be a list of 1 to {MAX_BATCH_LINES} invoices")
-    invoices = [a.invoice(f"invoices.{i}", fields) for i, fields in enumerate(lines)]
+    invoices: list[Invoice] = []
+    problems: list[tuple[str, str]] = []  # every malformed line's every bad field, not the first line's
+    for i, fields in enumerate(lines):
+        try:
+            invoices.append(a.invoice(f"invoices.{i}", fields))
+        except ActionError as exc:
+            problems += exc.problems
+    if problems:
+        raise ActionError.of(problems)
     return ([i.as_contract_input() for i in invoices],), {
         "lines": len(invoices),
         "invoices": [_invoice_summary(i) for i in invoices],

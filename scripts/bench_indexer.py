@@ -232,6 +232,18 @@ class Miner:
             self.error = exc
 
 
+def _whole_json_object(path: Path) -> bool:
+    """Whether ``path`` holds a JSON object to its end (its last non-blank byte closes it): a cheap check
+    that a dump of gigabytes was not cut short."""
+    if not path.exists() or path.stat().st_size < 2:
+        return False
+    with path.open("rb") as f:
+        head = f.read(1)
+        f.seek(max(0, path.stat().st_size - 64))
+        tail = f.read().rstrip()
+    return head == b"{" and tail.endswith(b"}")
+
+
 def build_chain(recipe: Recipe, directory: Path) -> None:
     """Builds the benchmark chain and dumps Anvil's state (with historical states) to ``directory``."""
     tmp = directory.with_name(directory.name + ".tmp")
@@ -340,9 +352,13 @@ def build_chain(recipe: Recipe, directory: Path) -> None:
             "build_seconds": round(time.perf_counter() - t0, 1),
         }
         deployment.save(tmp / "deployment.json")
-    # The node has dumped its state on the clean stop.
-    if not state.exists() or state.stat().st_size == 0:
-        raise RuntimeError(f"Anvil wrote no state to {state}")
+        # Anvil dumps its state on the clean stop: about 2 GB, which takes longer than LocalNode's
+        # default wait on a busy machine, and a kill then would leave a truncated file cached.
+        node.stop(timeout=1800)
+    if node.process is None or node.process.returncode != 0:
+        raise RuntimeError(f"Anvil did not stop cleanly (exit {node.process and node.process.returncode})")
+    if not _whole_json_object(state):
+        raise RuntimeError(f"Anvil wrote no whole state to {state}")
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
@@ -356,6 +372,10 @@ def bench_chain(recipe: Recipe) -> Iterator[BenchChain]:
     directory = CHAIN_CACHE / recipe.key
     if not (directory / "meta.json").exists():
         log(f"building the benchmark chain ({recipe}); cached afterwards in {directory}")
+        build_chain(recipe, directory)
+    if not _whole_json_object(directory / "state.json"):
+        log(f"the cached chain in {directory} is incomplete (a cut-short dump): building it again")
+        shutil.rmtree(directory)
         build_chain(recipe, directory)
     meta = json.loads((directory / "meta.json").read_text())
     deployment = Deployment.load(directory / "deployment.json")

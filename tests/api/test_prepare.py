@@ -128,6 +128,27 @@ def test_bad_arguments_name_the_field(action: str, args: dict[str, Any], field: 
     assert raised.value.field == field
 
 
+def test_a_batch_names_every_malformed_line_and_field_at_once() -> None:
+    good = {
+        "debtor": 4,
+        "invoice_number": "B-1",
+        "face_value": "10.00",
+        "currency": "CNY",
+        "issue_date": "2027-01-01",
+        "due_date": "2027-03-01",
+    }
+    lines = [good, {**good, "face_value": "1.001"}, good, {**good, "currency": "", "due_date": "2026-12-01"}]
+    with pytest.raises(ActionError) as raised:
+        build_call("register-batch", {"invoices": lines})
+    fields = [field for field, _ in raised.value.problems]
+    assert fields == ["invoices.1.face_value", "invoices.3.currency"]
+    lines[3] = {**good, "due_date": "2026-12-01", "invoice_number": "::"}
+    with pytest.raises(ActionError) as raised:
+        build_call("register-batch", {"invoices": lines})
+    fields = [field for field, _ in raised.value.problems]
+    assert fields == ["invoices.1.face_value", "invoices.3.invoice_number", "invoices.3.due_date"]
+
+
 def test_bad_arguments_over_http_are_422_naming_the_field(
     api: TestClient, login: Login, consortium: Consortium, chain_state: ChainState
 ) -> None:
