@@ -120,7 +120,12 @@ def read_csv(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[dict[st
     bad: list[dict[str, Any]] = []
     with handle:
         reader = csv.DictReader(handle)
-        header = [h.strip() for h in reader.fieldnames or []]
+        try:
+            header = [h.strip() for h in reader.fieldnames or []]
+        except UnicodeDecodeError:  # (decoded a block at a time: the first block is read here)
+            raise _not_utf8(path) from None
+        except csv.Error as exc:
+            raise CliError(f"{path}: not a readable CSV file (its header line): {exc}", 2) from None
         missing = [f for f in CSV_FIELDS if f not in header]
         if missing:
             raise CliError(
@@ -147,9 +152,15 @@ def read_csv(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[dict[st
                     bad.append(_bad(line, number, exc.field, exc.message, exc.problems[1:]))
                     continue
                 good.append((line, fields))
-        except (csv.Error, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
+        except csv.Error as exc:
             raise CliError(f"{path}: not a readable CSV file near line {reader.line_num}: {exc}", 2) from None
     return good, bad
+
+
+def _not_utf8(path: Path) -> CliError:
+    return CliError(f"{path}: not UTF-8 text, so not a CSV file this command reads", 2, "save it as CSV UTF-8")
 
 
 def _bad(line: int, number: str, field: str, message: str, more: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:

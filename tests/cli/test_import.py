@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from registry.chain.contract import RegistryClient
 from registry.demo import Member
 from registry.invoice import Invoice
@@ -95,3 +97,30 @@ def test_import_with_a_wrong_header_is_a_usage_error_naming_the_missing_columns(
     result = run("invoices", "import", path, "--as", "nobody")
     assert result.exit_code == 2
     assert "invoice_number" in result.stderr and "face_value" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"\xa3\x00\xff binary junk\n\x01\x02", "not UTF-8 text"),
+        (
+            b"debtor,invoice_number,face_value,currency,issue_date,due_date\n4,\xa3,1.00,CNY,2027-01-01,2027-02-01\n",
+            "not UTF-8 text",
+        ),
+        (  # a field past the csv module's limit (128 KiB)
+            b"debtor,invoice_number,face_value,currency,issue_date,due_date\n4," + b"x" * 200_000 + b"\n",
+            "not a readable CSV file near line",
+        ),
+        (b"", "the header lacks"),
+    ],
+)
+def test_an_unreadable_file_is_a_usage_error_not_a_traceback(
+    run: Run, tmp_path: Path, content: bytes, said: str
+) -> None:
+    path = tmp_path / "junk.csv"
+    path.write_bytes(content)
+    result = run("invoices", "import", path, "--as", "nobody")
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert said in result.stderr and "Traceback" not in result.stderr + result.stdout
+    folder = run("invoices", "import", tmp_path, "--as", "nobody")
+    assert folder.exit_code == 2 and "cannot read" in folder.stderr, folder.stderr
