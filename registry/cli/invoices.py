@@ -51,7 +51,8 @@ def invoice_fields(
     due_date: str | None,
     document_hash: str | None = None,
 ) -> dict[str, Any]:
-    """The API's InvoiceFields from options; a missing one is named."""
+    """The API's InvoiceFields from options, checked here first: a missing or malformed one is a usage
+    error naming each bad option (and the field it fills), before any key is unlocked or request sent."""
     fields: dict[str, Any] = {
         "debtor": debtor,
         "invoice_number": number,
@@ -60,13 +61,30 @@ def invoice_fields(
         "issue_date": issue_date,
         "due_date": due_date,
     }
-    missing = [k for k, v in fields.items() if v is None]
+    missing = [_OPTION_OF[k] for k, v in fields.items() if v is None]
     if missing:
-        option = {"invoice_number": "number", "face_value": "amount"}.get(missing[0], missing[0]).replace("_", "-")
-        raise CliError(f"missing --{option}", 2, "give every invoice field: see --help")
+        raise CliError(f"missing {', '.join(missing)}", 2, "give every invoice field: see --help")
     if document_hash:
         fields["document_hash"] = document_hash
+    from registry.invoice import Invoice
+
+    try:
+        Invoice.parse(**fields)
+    except InvalidInvoice as exc:
+        named = "; ".join(f"{_OPTION_OF.get(field, field)} ({field}): {message}" for field, message in exc.problems)
+        raise CliError(f"invalid {named}", 2, "fix those options and run the command again") from None
     return fields
+
+
+_OPTION_OF = {
+    "debtor": "--debtor",
+    "invoice_number": "--number",
+    "face_value": "--amount",
+    "currency": "--currency",
+    "issue_date": "--issue-date",
+    "due_date": "--due-date",
+    "document_hash": "--document-hash",
+}
 
 
 DebtorOpt = Annotated[int | None, typer.Option("--debtor", help="the debtor's entity id", min=1, show_default=False)]

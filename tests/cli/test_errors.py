@@ -111,6 +111,27 @@ def test_malformed_argument_is_a_usage_error_naming_the_field(
     assert bad_reason.exit_code == 2 and "reason" in bad_reason.stderr
 
 
+@pytest.mark.parametrize("command", [["invoices", "register"], ["finance", "check"]])
+def test_every_bad_invoice_option_is_named_at_once_before_anything_is_sent(
+    run: Run, mode: list[str], registry: RegistryClient, chain_state: ChainState, creditor: Member, debtor: Member,
+    command: list[str],
+) -> None:  # fmt: skip
+    import_key(run, "supplier", creditor)
+    args = [*command, *_register_args(chain_state, debtor, "BAD-2")[2:]]
+    args[args.index("--amount") + 1] = "12.345"
+    args[args.index("--currency") + 1] = "CNY"
+    args[args.index("--due-date") + 1] = "2027-02-30"
+    args[args.index("--number") + 1] = "::"
+    before = registry.receivable_count()
+    result = run(*args, "--as", "supplier", *mode)
+    assert result.exit_code == 2, result.stdout + result.stderr
+    for said in ("--number (invoice_number)", "--amount (face_value)", "--due-date (due_date)"):
+        assert said in result.stderr, result.stderr
+    assert registry.receivable_count() == before
+    missing = run(*command, "--debtor", str(debtor.entity), "--currency", "CNY", "--as", "supplier", *mode)
+    assert missing.exit_code == 2 and "missing --number, --amount, --issue-date, --due-date" in missing.stderr
+
+
 def test_unreachable_api_is_a_setup_error(run: Run, creditor: Member) -> None:
     import_key(run, "supplier", creditor)
     result = run("invoices", "list", "--as", "supplier", "--api", "http://127.0.0.1:9")
