@@ -3,7 +3,6 @@ declare default; who the debtor must pay, and who ranks first."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,6 +36,7 @@ from registry.cli.invoices import (
     IssueOpt,
     NumberOpt,
     invoice_fields,
+    invoice_rows,
 )
 
 app = typer.Typer(
@@ -54,29 +54,23 @@ MinorOpt = Annotated[
 
 def _read_check_file(path: Path) -> list[dict[str, Any]]:
     """Invoices to check from a JSON list (or {"invoices": [...]}) or a CSV with the import header."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}", 2) from None
     if path.suffix.lower() == ".json":
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except OSError as exc:
+            raise CliError(f"cannot read {path}: {exc.strerror}", 2) from None
+        except UnicodeDecodeError:
+            raise CliError(f"{path}: not UTF-8 text, so not JSON this command reads", 2) from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise CliError(f"{path}: not JSON ({exc})", 2) from None
         items = data.get("invoices") if isinstance(data, dict) else data
-        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-            raise CliError(f"{path}: expected a list of invoice objects", 2)
+        if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+            raise CliError(f"{path}: expected a non-empty list of invoice objects", 2)
         return [dict(i) for i in items]
-    rows = list(csv.DictReader(text.splitlines()))
-    out = []
-    for row in rows:
-        fields: dict[str, Any] = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-        if str(fields.get("debtor", "")).isdigit():
-            fields["debtor"] = int(fields["debtor"])
-        if not fields.get("document_hash"):
-            fields.pop("document_hash", None)
-        out.append(fields)
-    return out
+    # A line with more columns than the header is checked on the header's columns.
+    return [fields for _, fields, _ in invoice_rows(path)]
 
 
 @app.command("check")

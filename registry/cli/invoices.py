@@ -126,16 +126,15 @@ def register(
 # ---------------------------------------------------------------------------------------- CSV import
 
 
-def read_csv(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[dict[str, Any]]]:
-    """Good lines as (file line, InvoiceFields) and malformed ones as report entries (line, field, why)."""
-    from registry.invoice import Invoice
-
+def invoice_rows(path: Path) -> list[tuple[int, dict[str, Any], bool]]:
+    """Each line of an invoice CSV (the import header; UTF-8, a BOM allowed) as (file line, its fields
+    as InvoiceFields text with the debtor an int when it reads as one, whether the line has more columns
+    than the header). An unreadable file, a header lacking a column or no lines is a usage error."""
     try:
         handle = path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror}", 2) from None
-    good: list[tuple[int, dict[str, Any]]] = []
-    bad: list[dict[str, Any]] = []
+    rows: list[tuple[int, dict[str, Any], bool]] = []
     with handle:
         reader = csv.DictReader(handle)
         try:
@@ -154,31 +153,38 @@ def read_csv(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[dict[st
         reader.fieldnames = header
         try:
             for row in reader:
-                line = reader.line_num
                 fields: dict[str, Any] = {k: (row.get(k) or "").strip() for k in CSV_FIELDS}
-                number = fields["invoice_number"]
                 if row.get("document_hash"):
                     fields["document_hash"] = str(row["document_hash"]).strip()
-                if None in row:
-                    bad.append(_bad(line, number, "line", "more columns than the header"))
-                    continue
                 if fields["debtor"].isascii() and fields["debtor"].isdigit():
                     fields["debtor"] = int(fields["debtor"])  # (else Invoice.parse names it with the rest)
-                try:
-                    Invoice.parse(**fields)
-                except InvalidInvoice as exc:
-                    bad.append(_bad(line, number, exc.field, exc.message, exc.problems[1:]))
-                    continue
-                good.append((line, fields))
+                rows.append((reader.line_num, fields, None in row))
         except UnicodeDecodeError:
             raise _not_utf8(path) from None
         except csv.Error as exc:
             raise CliError(f"{path}: not a readable CSV file near line {reader.line_num}: {exc}", 2) from None
+    if not rows:
+        raise CliError(f"{path}: no invoice lines after the header", 2, "one invoice a line, under the header")
+    return rows
+
+
+def read_csv(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[dict[str, Any]]]:
+    """Good lines as (file line, InvoiceFields) and malformed ones as report entries (line, field, why)."""
+    from registry.invoice import Invoice
+
+    good: list[tuple[int, dict[str, Any]]] = []
+    bad: list[dict[str, Any]] = []
+    for line, fields, too_wide in invoice_rows(path):
+        if too_wide:
+            bad.append(_bad(line, fields["invoice_number"], "line", "more columns than the header"))
+            continue
+        try:
+            Invoice.parse(**fields)
+        except InvalidInvoice as exc:
+            bad.append(_bad(line, fields["invoice_number"], exc.field, exc.message, exc.problems[1:]))
+            continue
+        good.append((line, fields))
     return good, bad
-
-
-def _not_utf8(path: Path) -> CliError:
-    return CliError(f"{path}: not UTF-8 text, so not a CSV file this command reads", 2, "save it as CSV UTF-8")
 
 
 def _bad(line: int, number: str, field: str, message: str, more: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
@@ -192,6 +198,10 @@ def _bad(line: int, number: str, field: str, message: str, more: tuple[tuple[str
         "message": message,
         "errors": errors,
     }
+
+
+def _not_utf8(path: Path) -> CliError:
+    return CliError(f"{path}: not UTF-8 text, so not a CSV file this command reads", 2, "save it as CSV UTF-8")
 
 
 @app.command("import")

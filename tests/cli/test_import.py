@@ -112,6 +112,7 @@ def test_import_with_a_wrong_header_is_a_usage_error_naming_the_missing_columns(
             "not a readable CSV file near line",
         ),
         (b"", "the header lacks"),
+        (b"debtor,invoice_number,face_value,currency,issue_date,due_date\r\n\r\n", "no invoice lines"),
     ],
 )
 def test_an_unreadable_file_is_a_usage_error_not_a_traceback(

@@ -7,6 +7,7 @@ import datetime
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -170,3 +171,48 @@ def test_participants_admin_through_the_cli(
     refused = run("participants", "reinstate", entity, "--as", "supplier", *mode)
     assert refused.exit_code == 1 and "AccessControlUnauthorizedAccount" in refused.stderr
     assert any(p["entity"] == entity for p in json_out(run("participants", "list", "--json"))["participants"])
+
+
+def test_finance_check_of_a_file_answers_each_line_in_order(
+    run: Run, mode: list[str], registry: RegistryClient, creditor: Member, factor: Member,
+    make_invoice: InvoiceFactory, live_indexer: Indexer, tmp_path: Path,
+) -> None:  # fmt: skip
+    import_key(run, "bank", factor)
+    taken = make_invoice()
+    rid = registry.register(creditor.account, taken)
+    wait_indexed(live_indexer, registry.chain.block_number())
+    fresh = make_invoice()
+
+    def line(inv: Any, amount: str | None = None) -> list[str]:
+        fields = [str(inv.debtor), inv.invoice_number, amount or format_amount(inv.face_value, "CNY"), "CNY"]
+        return [*fields, _date(inv.issue_date), _date(inv.due_date)]
+
+    rows = [line(taken), line(fresh), line(fresh, "1.001")]
+    path = tmp_path / "to-check.csv"
+    path.write_text("\n".join(",".join(r) for r in [CSV_HEADER, *rows]) + "\n")
+    results = json_out(run("finance", "check", "--file", path, "--as", "bank", *mode, "--json"))["results"]
+    assert [r["registered"] for r in results] == [True, False, False]
+    assert results[0]["receivable_id"] == rid
+    assert results[2]["error"]["code"] == "invalid_invoice" and results[2]["error"]["field"] == "face_value"
+    as_json = tmp_path / "to-check.json"
+    keys = CSV_HEADER
+    as_json.write_text(
+        json.dumps({"invoices": [dict(zip(keys, r, strict=True)) | {"debtor": int(r[0])} for r in rows]})
+    )
+    again = json_out(run("finance", "check", "--file", as_json, "--as", "bank", *mode, "--json"))["results"]
+    assert [r["registered"] for r in again] == [True, False, False]
+    # Unreadable files are usage errors naming what is wrong, never a traceback.
+    for name, content, said in (
+        ("junk.csv", b"\xa3\x00\xff", "not UTF-8"),
+        ("empty.csv", ",".join(CSV_HEADER).encode() + b"\n", "no invoice lines"),
+        ("short.csv", b"debtor,invoice_number\n4,A-1\n", "the header lacks"),
+        ("empty.json", b"[]", "non-empty list"),
+        ("junk.json", b"\xa3\x00", "not UTF-8"),
+    ):
+        bad = tmp_path / name
+        bad.write_bytes(content)
+        result = run("finance", "check", "--file", bad, "--as", "bank", *mode)
+        assert result.exit_code == 2 and said in result.stderr, (name, result.stderr)
+
+
+CSV_HEADER = ["debtor", "invoice_number", "face_value", "currency", "issue_date", "due_date"]
