@@ -478,44 +478,6 @@ def _parse_document_hash(value: bytes | str | None) -> bytes:
     return _check_bytes32(value, "document_hash")
 
 
-def _problems(
-    first: InvalidInvoice,
-    debtor: int,
-    invoice_number: str,
-    face_value: str | int | Decimal,
-    currency: str,
-    issue_date: str | datetime.date | int,
-    due_date: str | datetime.date | int,
-    document_hash: bytes | str | None,
-) -> list[InvalidInvoice]:
-    """Every problem of an invoice's raw fields, field by field (``first``: what ``parse`` met first)."""
-    found: list[InvalidInvoice] = []
-    dates: list[int] = []
-
-    def attempt(parse: Callable[[], object]) -> object:
-        try:
-            return parse()
-        except InvalidInvoice as problem:
-            found.append(problem)
-            return None
-
-    if isinstance(debtor, bool) or not isinstance(debtor, int) or not 0 < debtor <= UINT24_MAX:
-        found.append(InvalidInvoice("debtor", f"{debtor!r} is not a participant id (0 < id < 2**24)"))
-    attempt(lambda: invoice_number_hash(invoice_number))
-    code = attempt(lambda: normalize_currency(currency))
-    if isinstance(code, str):
-        attempt(lambda: parse_amount(face_value, code))
-    for value, field in ((issue_date, "issue_date"), (due_date, "due_date")):
-        try:
-            dates.append(parse_date(value, field=field))
-        except InvalidInvoice as problem:
-            found.append(problem)
-    if len(dates) == 2 and dates[1] <= dates[0]:
-        found.append(InvalidInvoice("due_date", "must be after the issue date"))
-    attempt(lambda: _parse_document_hash(document_hash))
-    return found or [first]
-
-
 @dataclass(frozen=True, slots=True)
 class Invoice:
     """A validated invoice; construction checks that every field is canonical and in range."""
@@ -572,8 +534,27 @@ class Invoice:
             )
         except InvalidInvoice as first:
             # Off the hot path: each field again on its own, so that one answer names them all.
-            found = _problems(first, debtor, invoice_number, face_value, currency, issue_date, due_date, document_hash)
-            raise InvalidInvoice.of([pair for problem in found for pair in problem.problems]) from None
+            found: list[tuple[str, str]] = []
+
+            def attempt(parse_field: Callable[[], object]) -> object:
+                try:
+                    return parse_field()
+                except InvalidInvoice as problem:
+                    found.extend(problem.problems)
+                    return None
+
+            if isinstance(debtor, bool) or not isinstance(debtor, int) or not 0 < debtor <= UINT24_MAX:
+                found.append(("debtor", f"{debtor!r} is not a participant id (0 < id < 2**24)"))
+            attempt(lambda: invoice_number_hash(invoice_number))
+            normalized = attempt(lambda: normalize_currency(currency))
+            if isinstance(normalized, str):
+                attempt(lambda: parse_amount(face_value, normalized))
+            issue = attempt(lambda: parse_date(issue_date, field="issue_date"))
+            due = attempt(lambda: parse_date(due_date, field="due_date"))
+            if isinstance(issue, int) and isinstance(due, int) and due <= issue:
+                found.append(("due_date", "must be after the issue date"))
+            attempt(lambda: _parse_document_hash(document_hash))
+            raise InvalidInvoice.of(found or first.problems) from None
 
     @property
     def normalized_number(self) -> str:
