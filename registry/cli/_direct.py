@@ -175,8 +175,11 @@ class DirectBackend:
             stamp = self._as_of(conn)
             if filters.get("overdue"):
                 flt = dataclasses.replace(flt, overdue_at=stamp["block_timestamp"])
-            rows = list_receivables(conn, flt, Visibility(everything=True), limit=limit)
-        return {"items": [receivable_json(r) for r in rows], "next_cursor": None, "as_of": stamp}
+            rows = list_receivables(conn, flt, Visibility(everything=True), limit=limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = str(rows[-1]["id"]) if more and rows else None  # (as the API's: there are more past it)
+        return {"items": [receivable_json(r) for r in rows], "next_cursor": cursor, "as_of": stamp}
 
     def receivable(self, receivable_id: int) -> dict[str, Any]:
         from registry.store import queries

@@ -125,6 +125,11 @@ def test_list_filters_by_currency_and_a_due_window_of_days(
     assert listed & set(ids) == {ids[1]}
     listed = {r["id"] for r in json_out(run(*base, "--due-from", _date(later.due_date), "--json"))["items"]}
     assert ids[2] in listed and not {ids[0], ids[1]} & listed
+    # A page short of the matches says there are more, in both modes.
+    two = ["invoices", "list", "--as", "supplier", "--creditor", creditor.entity, *mode, *window]
+    page = json_out(run(*two, "--limit", "1", "--json"))
+    assert len(page["items"]) == 1 and page["next_cursor"] is not None
+    assert "more: raise --limit" in run(*two, "--limit", "1").stdout
     for option, value in (("--due-to", "soon"), ("--currency", "XX"), ("--due-from", "20270101")):
         refused = run(*base, option, value)
         assert refused.exit_code == 2 and f"invalid {option}" in refused.stderr, refused.stderr
