@@ -79,6 +79,25 @@ def test_fast_hashes_equal_the_contract_derivations(make_invoice: InvoiceFactory
         assert _fingerprint_of(invoice) == invoice.fingerprint
 
 
+@pytest.mark.parametrize(
+    ("debtor", "amount", "currency", "issue", "due"),
+    [
+        (1, "0.01", "CNY", 1, 2),
+        (2**24 - 1, "92,233,720,368,547,758.07", "CNY", 2**32 - 2, 2**32 - 1),  # every field at its largest
+        (2**16 + 3, "9223372036854775807", "JPY", 1_700_000_000, 1_800_000_000),
+        (77, "1,850,600.005", "KWD", 86_400, 2 * 86_400),
+    ],
+)
+def test_packed_preimages_equal_the_contract_derivations_at_the_fields_edges(
+    debtor: int, amount: str, currency: str, issue: int, due: int
+) -> None:
+    invoice = Invoice.parse(
+        debtor=debtor, invoice_number="EDGE-1", face_value=amount, currency=currency, issue_date=issue, due_date=due
+    )
+    assert _key_of(invoice.debtor, invoice.number_hash) == invoice.key
+    assert _fingerprint_of(invoice) == invoice.fingerprint
+
+
 def test_number_variants_cover_typos_and_ocr_confusions_but_not_sequential_numbers() -> None:
     variants = set(number_variants("INV2024815"))
     assert "INV2024815" not in variants
