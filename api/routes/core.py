@@ -281,14 +281,12 @@ def get_receivable(
         if block is not None and block > stamp.block:
             raise Problem(422, "block_not_indexed", f"block {block} is beyond the mirror's block {stamp.block}")
         row = _readable(principal, conn, receivable_id, block)
-        versions = [
-            v for v in queries.receivable_versions(conn, receivable_id) if block is None or v["valid_from"] <= block
-        ]
+        versions = queries.receivable_versions(conn, receivable_id, block)
         assignments = [
             a for a in queries.assignments_of(conn, receivable_id) if block is None or a["block_number"] <= block
         ]
         payments = [p for p in queries.payments_of(conn, receivable_id) if block is None or p["block_number"] <= block]
-        parts = queries.children_of(conn, receivable_id)
+        parts = queries.children_of(conn, receivable_id, block)
     return ReceivableDetail(
         receivable=receivable_public(row),
         versions=[receivable_public(v) for v in versions],

@@ -126,8 +126,16 @@ def list_receivables(
     return [dict(r) for r in rows]
 
 
+def _seen_at(row: Any, block: int | None) -> dict[str, Any]:
+    """A version as it stood at ``block``: one closed after it was still open then (no later block leaks)."""
+    version = dict(row)
+    if block is not None and version["valid_to"] is not None and version["valid_to"] > block:
+        version["valid_to"] = None
+    return version
+
+
 def receivable_as_of(conn: Connection, receivable_id: int, block: int | None = None) -> dict[str, Any] | None:
-    """The receivable's row valid at ``block`` (current when None)."""
+    """The receivable's row valid at ``block`` (current when None), as it stood then."""
     t = table_of(Receivable)
     stmt = select(*_receivable_columns()).where(t.c.id == receivable_id)
     if block is None:
@@ -135,13 +143,17 @@ def receivable_as_of(conn: Connection, receivable_id: int, block: int | None = N
     else:
         stmt = stmt.where(t.c.valid_from <= block, or_(t.c.valid_to.is_(None), t.c.valid_to > block))
     row = conn.execute(stmt).mappings().first()
-    return dict(row) if row else None
+    return _seen_at(row, block) if row else None
 
 
-def receivable_versions(conn: Connection, receivable_id: int) -> list[dict[str, Any]]:
+def receivable_versions(conn: Connection, receivable_id: int, block: int | None = None) -> list[dict[str, Any]]:
+    """Every version of the receivable, oldest first; with ``block``, those begun by then, as they stood."""
     t = table_of(Receivable)
-    rows = conn.execute(select(*_receivable_columns()).where(t.c.id == receivable_id).order_by(t.c.valid_from))
-    return [dict(r) for r in rows.mappings()]
+    stmt = select(*_receivable_columns()).where(t.c.id == receivable_id)
+    if block is not None:
+        stmt = stmt.where(t.c.valid_from <= block)
+    rows = conn.execute(stmt.order_by(t.c.valid_from))
+    return [_seen_at(r, block) for r in rows.mappings()]
 
 
 def assignments_of(conn: Connection, receivable_id: int) -> list[dict[str, Any]]:
@@ -160,10 +172,15 @@ def payments_of(conn: Connection, receivable_id: int) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-def children_of(conn: Connection, receivable_id: int) -> list[int]:
+def children_of(conn: Connection, receivable_id: int, block: int | None = None) -> list[int]:
+    """The split parts of ``receivable_id`` that exist at ``block`` (now when None), by id."""
     t = table_of(Receivable)
-    rows = conn.execute(select(t.c.id).where(t.c.parent_id == receivable_id, t.c.valid_to.is_(None)).order_by(t.c.id))
-    return [int(r[0]) for r in rows]
+    stmt = select(t.c.id).where(t.c.parent_id == receivable_id)
+    if block is None:
+        stmt = stmt.where(t.c.valid_to.is_(None))
+    else:
+        stmt = stmt.where(t.c.valid_from <= block, or_(t.c.valid_to.is_(None), t.c.valid_to > block))
+    return [int(r[0]) for r in conn.execute(stmt.order_by(t.c.id))]
 
 
 def registrations_of_key(conn: Connection, invoice_key: bytes) -> list[dict[str, Any]]:

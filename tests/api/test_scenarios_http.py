@@ -399,6 +399,12 @@ def test_6_a_split_must_add_up_to_the_unpaid_balance_also_after_a_partial_paymen
     part_a, part_b = split["args"]["partIds"]
     detail = portal.get(creditor, f"/receivables/{rid}")
     assert detail["receivable"]["status"] == "split" and detail["parts"] == [part_a, part_b]
+    before = portal.get(creditor, f"/receivables/{rid}", block=result["block"] - 1)  # as of the block before
+    assert before["receivable"]["status"] == "partially_paid" and before["parts"] == [], before
+    # As it stood then: the version then current was still open (its closing at the split is later).
+    assert before["receivable"]["valid_to_block"] is None and before["versions"][-1]["valid_to_block"] is None
+    assert [v["status"] for v in before["versions"]] == ["registered", "confirmed", "partially_paid"]
+    assert portal.get(creditor, f"/receivables/{rid}", block=result["block"])["parts"] == [part_a, part_b]
     parts = [portal.receivable(creditor, p) for p in (part_a, part_b)]
     assert [(p["face_value"], p["status"], p["parent_id"]) for p in parts] == [
         (unpaid // 3, "confirmed", rid),
