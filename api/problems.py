@@ -28,11 +28,6 @@ PROBLEM_JSON = "application/problem+json"
 FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
 
 
-def field_errors(exc: FieldError) -> list[dict[str, str]]:
-    """Each bad field, as problem+json's ``errors`` entries."""
-    return [{"field": field, "message": message} for field, message in exc.problems]
-
-
 class Problem(Exception):
     """An HTTP problem raised by the API layer itself (not found, rate limited, ...)."""
 
@@ -175,7 +170,7 @@ def registry_problem(request: Request, exc: RegistryError) -> JSONResponse:
         )
     if isinstance(exc, FieldError):  # InvalidInvoice, ActionError: every bad field named
         code = "invalid_invoice" if isinstance(exc, InvalidInvoice) else "invalid_argument"
-        return problem_response(request, 422, code, str(exc), errors=field_errors(exc))
+        return problem_response(request, 422, code, str(exc), errors=exc.field_errors())
     if isinstance(exc, AuthError):
         return problem_response(request, 401, f"auth.{exc.reason}", str(exc), headers={"WWW-Authenticate": "Bearer"})
     if isinstance(exc, Forbidden):

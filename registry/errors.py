@@ -25,6 +25,10 @@ class FieldError(RegistryError, ValueError):
         self.field = field
         self.message = message
 
+    def field_errors(self) -> list[dict[str, str]]:
+        """Each problem as ``{"field", "message"}``: problem+json's ``errors`` entries, a report's lines."""
+        return [{"field": field, "message": message} for field, message in self.problems]
+
     @classmethod
     def of(cls, problems: Sequence[tuple[str, str]]) -> Self:
         """One error listing each (field, message) of ``problems`` (at least one)."""

@@ -10,7 +10,7 @@ from pydantic_core import to_json
 from sqlalchemy import Connection
 
 from api.deps import DirectRoute, PrincipalDep, ServicesDep
-from api.problems import Problem, field_errors, jsonable, problem_responses
+from api.problems import Problem, jsonable, problem_responses
 from api.schemas import (
     AsOf,
     AssignmentPublic,
@@ -507,7 +507,7 @@ def bulk_check(body: BulkCheckCreate, services: ServicesDep, principal: Principa
                 "code": "invalid_invoice",
                 "field": exc.field,
                 "message": str(exc),
-                "errors": field_errors(exc),
+                "errors": exc.field_errors(),
             }
     results = services.checker.check_many(parsed, viewer_entity=viewer) if parsed else []
     by_line: dict[int, CheckPublic] = {}

@@ -283,9 +283,8 @@ class DirectBackend:
                 parsed.append(Invoice.parse(**fields))
                 positions.append(i)
             except InvalidInvoice as exc:
-                problems = [{"field": field, "message": message} for field, message in exc.problems]
                 out[i] = _empty_check(
-                    {"code": "invalid_invoice", "field": exc.field, "message": str(exc), "errors": problems}
+                    {"code": "invalid_invoice", "field": exc.field, "message": str(exc), "errors": exc.field_errors()}
                 )
             except (TypeError, ValueError) as exc:
                 out[i] = _empty_check({"code": "invalid_invoice", "field": "invoice", "message": str(exc)})

@@ -30,7 +30,7 @@ from registry.cli._common import (
     revert_message,
     run_write,
 )
-from registry.errors import InvalidInvoice
+from registry.errors import FieldError, InvalidInvoice
 
 app = typer.Typer(
     help="Invoices: register (one or a CSV file), confirm or dispute (debtor), cancel (creditor); list, show.",
@@ -176,27 +176,26 @@ def read_csv(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[dict[st
     bad: list[dict[str, Any]] = []
     for line, fields, too_wide in invoice_rows(path):
         if too_wide:
-            bad.append(_bad(line, fields["invoice_number"], "line", "more columns than the header"))
+            bad.append(_bad(line, fields["invoice_number"], FieldError("line", "more columns than the header")))
             continue
         try:
             Invoice.parse(**fields)
         except InvalidInvoice as exc:
-            bad.append(_bad(line, fields["invoice_number"], exc.field, exc.message, exc.problems[1:]))
+            bad.append(_bad(line, fields["invoice_number"], exc))
             continue
         good.append((line, fields))
     return good, bad
 
 
-def _bad(line: int, number: str, field: str, message: str, more: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+def _bad(line: int, number: str, error: FieldError) -> dict[str, Any]:
     """A malformed line's report entry: its first problem (``field``, ``message``) and all of them."""
-    errors = [{"field": f, "message": m} for f, m in ((field, message), *more)]
     return {
         "line": line,
         "invoice_number": number,
         "outcome": "malformed",
-        "field": field,
-        "message": message,
-        "errors": errors,
+        "field": error.field,
+        "message": error.message,
+        "errors": error.field_errors(),
     }
 
 

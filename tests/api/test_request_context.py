@@ -140,7 +140,7 @@ def test_check_answers_have_the_documented_shape(
         assert (single.registered, single.match, single.as_of.block >= block) == (True, "invoice_key", True)
         assert (single.parties is not None) == parties
         similar = {**fields, "invoice_number": "SHAPE-OO01", "face_value": "1.00"}
-        too_fine = {**fields, "face_value": "1.001"}
+        too_fine = {**fields, "face_value": "1.001", "due_date": "2027-02-30"}
         bulk = api.post("/checks/bulk", json={"invoices": [fields, similar, too_fine]}, headers=headers)
         assert bulk.status_code == 200, bulk.text
         parsed = BulkCheckPublic.model_validate(bulk.json())
@@ -149,6 +149,7 @@ def test_check_answers_have_the_documented_shape(
             "SIMILAR_INVOICE_NUMBER"
         ]
         assert parsed.results[2].error is not None and parsed.results[2].error["field"] == "face_value"
+        assert [e["field"] for e in parsed.results[2].error["errors"]] == ["face_value", "due_date"]
         assert parsed.as_of is not None and parsed.as_of.block >= block
 
 
