@@ -466,6 +466,11 @@ RegistrationInput = tuple[int, bytes, bytes, int, int, int, bytes]
 _HEX32: Final = re.compile(r"0[xX][0-9a-fA-F]{64}")
 
 
+def _check_debtor(debtor: object) -> None:
+    if isinstance(debtor, bool) or not isinstance(debtor, int) or not 0 < debtor <= UINT24_MAX:
+        raise InvalidInvoice("debtor", f"{debtor!r} is not a participant id (0 < id < 2**24)")
+
+
 def _parse_document_hash(value: bytes | str | None) -> bytes:
     if value is None:
         return ZERO_HASH
@@ -493,8 +498,7 @@ class Invoice:
     document_hash: bytes = ZERO_HASH
 
     def __post_init__(self) -> None:
-        if isinstance(self.debtor, bool) or not isinstance(self.debtor, int) or not 0 < self.debtor <= UINT24_MAX:
-            raise InvalidInvoice("debtor", f"{self.debtor!r} is not a participant id (0 < id < 2**24)")
+        _check_debtor(self.debtor)
         if self.number_hash != invoice_number_hash(self.invoice_number):
             raise InvalidInvoice("number_hash", "does not match the invoice number")
         if normalize_currency(self.currency) != self.currency:
@@ -543,8 +547,7 @@ class Invoice:
                     found.extend(problem.problems)
                     return None
 
-            if isinstance(debtor, bool) or not isinstance(debtor, int) or not 0 < debtor <= UINT24_MAX:
-                found.append(("debtor", f"{debtor!r} is not a participant id (0 < id < 2**24)"))
+            attempt(lambda: _check_debtor(debtor))
             attempt(lambda: invoice_number_hash(invoice_number))
             normalized = attempt(lambda: normalize_currency(currency))
             if isinstance(normalized, str):

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import false, func, or_, select, true
+from sqlalchemy import and_, false, func, or_, select, true
 from sqlalchemy.engine import Connection
 
 from registry.domain import Status
@@ -126,6 +126,13 @@ def list_receivables(
     return [dict(r) for r in rows]
 
 
+def _valid_at(t: Any, block: int | None) -> Any:
+    """The versions of ``t`` valid at ``block``: the current ones when None."""
+    if block is None:
+        return t.c.valid_to.is_(None)
+    return and_(t.c.valid_from <= block, or_(t.c.valid_to.is_(None), t.c.valid_to > block))
+
+
 def _seen_at(row: Any, block: int | None) -> dict[str, Any]:
     """A version as it stood at ``block``: one closed after it was still open then (no later block leaks)."""
     version = dict(row)
@@ -137,11 +144,7 @@ def _seen_at(row: Any, block: int | None) -> dict[str, Any]:
 def receivable_as_of(conn: Connection, receivable_id: int, block: int | None = None) -> dict[str, Any] | None:
     """The receivable's row valid at ``block`` (current when None), as it stood then."""
     t = table_of(Receivable)
-    stmt = select(*_receivable_columns()).where(t.c.id == receivable_id)
-    if block is None:
-        stmt = stmt.where(t.c.valid_to.is_(None))
-    else:
-        stmt = stmt.where(t.c.valid_from <= block, or_(t.c.valid_to.is_(None), t.c.valid_to > block))
+    stmt = select(*_receivable_columns()).where(t.c.id == receivable_id, _valid_at(t, block))
     row = conn.execute(stmt).mappings().first()
     return _seen_at(row, block) if row else None
 
@@ -175,11 +178,7 @@ def payments_of(conn: Connection, receivable_id: int) -> list[dict[str, Any]]:
 def children_of(conn: Connection, receivable_id: int, block: int | None = None) -> list[int]:
     """The split parts of ``receivable_id`` that exist at ``block`` (now when None), by id."""
     t = table_of(Receivable)
-    stmt = select(t.c.id).where(t.c.parent_id == receivable_id)
-    if block is None:
-        stmt = stmt.where(t.c.valid_to.is_(None))
-    else:
-        stmt = stmt.where(t.c.valid_from <= block, or_(t.c.valid_to.is_(None), t.c.valid_to > block))
+    stmt = select(t.c.id).where(t.c.parent_id == receivable_id, _valid_at(t, block))
     return [int(r[0]) for r in conn.execute(stmt.order_by(t.c.id))]
 
 
