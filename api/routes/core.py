@@ -282,10 +282,8 @@ def get_receivable(
             raise Problem(422, "block_not_indexed", f"block {block} is beyond the mirror's block {stamp.block}")
         row = _readable(principal, conn, receivable_id, block)
         versions = queries.receivable_versions(conn, receivable_id, block)
-        assignments = [
-            a for a in queries.assignments_of(conn, receivable_id) if block is None or a["block_number"] <= block
-        ]
-        payments = [p for p in queries.payments_of(conn, receivable_id) if block is None or p["block_number"] <= block]
+        assignments = queries.assignments_of(conn, receivable_id, block)
+        payments = queries.payments_of(conn, receivable_id, block)
         parts = queries.children_of(conn, receivable_id, block)
     return ReceivableDetail(
         receivable=receivable_public(row),

@@ -153,8 +153,9 @@ class ApiBackend:
                 break
         return {"items": items[:limit], "next_cursor": cursor, "as_of": page.get("as_of")}
 
-    def receivable(self, receivable_id: int) -> dict[str, Any]:
-        return dict(self._json("GET", f"/receivables/{receivable_id}"))
+    def receivable(self, receivable_id: int, block: int | None = None) -> dict[str, Any]:
+        params = {} if block is None else {"block": block}
+        return dict(self._json("GET", f"/receivables/{receivable_id}", params=params))
 
     def payee(self, receivable_id: int) -> dict[str, Any]:
         return dict(self._json("GET", f"/receivables/{receivable_id}/payee"))

@@ -181,22 +181,25 @@ class DirectBackend:
         cursor = str(rows[-1]["id"]) if more and rows else None  # (as the API's: there are more past it)
         return {"items": [receivable_json(r) for r in rows], "next_cursor": cursor, "as_of": stamp}
 
-    def receivable(self, receivable_id: int) -> dict[str, Any]:
+    def receivable(self, receivable_id: int, block: int | None = None) -> dict[str, Any]:
         from registry.store import queries
 
         with self._connect() as conn:
             stamp = self._as_of(conn)
-            row = queries.receivable_as_of(conn, receivable_id)
+            if block is not None and block > stamp["block"]:
+                raise CliError(f"block {block} is beyond the mirror's block {stamp['block']}", 2)
+            row = queries.receivable_as_of(conn, receivable_id, block)
             if row is None:
+                at = stamp["block"] if block is None else block
                 raise CliError(
-                    f"no receivable {receivable_id} in the mirror (as of block {stamp['block']})",
+                    f"no receivable {receivable_id} in the mirror as of block {at}",
                     1,
                     "list them with `registry invoices list`",
                 )
-            versions = queries.receivable_versions(conn, receivable_id)
-            assignments = queries.assignments_of(conn, receivable_id)
-            payments = queries.payments_of(conn, receivable_id)
-            parts = queries.children_of(conn, receivable_id)
+            versions = queries.receivable_versions(conn, receivable_id, block)
+            assignments = queries.assignments_of(conn, receivable_id, block)
+            payments = queries.payments_of(conn, receivable_id, block)
+            parts = queries.children_of(conn, receivable_id, block)
         return {
             "receivable": receivable_json(row),
             "versions": [receivable_json(v) for v in versions],

@@ -469,21 +469,26 @@ def list_(
 @app.command("show")
 def show(
     receivable_id: IdArg,
+    block: Annotated[
+        int | None, typer.Option(min=0, help="as it stood at this block (its history up to then)", show_default=False)
+    ] = None,
     as_: AsOpt = None,
     keystore: KeystoreOpt = None,
     password_file: PasswordFileOpt = None,
     api: ApiOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """One receivable: state, history of versions, assignments, payments and lineage (parent, parts)."""
+    """One receivable: state, history of versions, assignments, payments and lineage (parent, parts);
+    with --block, as it stood at that block."""
     with errors(), backend(Who(as_, keystore, password_file, api), signs=False) as chosen:
-        detail = chosen.receivable(receivable_id)
+        detail = chosen.receivable(receivable_id, block)
     if as_json:
         print_json(detail)
         return
     r = detail["receivable"]
     cur = r["currency"]
-    console.print(f"[bold]Receivable {r['id']}[/]: {r['status']} (as of block {detail['as_of']['block']})")
+    at = detail["as_of"]["block"] if block is None else block
+    console.print(f"[bold]Receivable {r['id']}[/]: {r['status']} (as of block {at})")
     console.print(
         f"creditor {r['creditor']}, debtor {r['debtor']}, holder {r['holder']}"
         f"{', with recourse' if r['recourse'] else ''}"

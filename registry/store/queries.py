@@ -159,20 +159,21 @@ def receivable_versions(conn: Connection, receivable_id: int, block: int | None 
     return [_seen_at(r, block) for r in rows.mappings()]
 
 
-def assignments_of(conn: Connection, receivable_id: int) -> list[dict[str, Any]]:
-    t = table_of(Assignment)
-    rows = conn.execute(
-        select(t).where(t.c.receivable_id == receivable_id).order_by(t.c.block_number, t.c.log_index)
-    ).mappings()
-    return [dict(r) for r in rows]
+def _history_of(t: Any, receivable_id: int, block: int | None) -> Any:
+    stmt = select(t).where(t.c.receivable_id == receivable_id)
+    if block is not None:
+        stmt = stmt.where(t.c.block_number <= block)
+    return stmt.order_by(t.c.block_number, t.c.log_index)
 
 
-def payments_of(conn: Connection, receivable_id: int) -> list[dict[str, Any]]:
-    t = table_of(Payment)
-    rows = conn.execute(
-        select(t).where(t.c.receivable_id == receivable_id).order_by(t.c.block_number, t.c.log_index)
-    ).mappings()
-    return [dict(r) for r in rows]
+def assignments_of(conn: Connection, receivable_id: int, block: int | None = None) -> list[dict[str, Any]]:
+    """The receivable's assignments in ledger order (those made by ``block`` when given)."""
+    return [dict(r) for r in conn.execute(_history_of(table_of(Assignment), receivable_id, block)).mappings()]
+
+
+def payments_of(conn: Connection, receivable_id: int, block: int | None = None) -> list[dict[str, Any]]:
+    """The receivable's payments in ledger order (those made by ``block`` when given)."""
+    return [dict(r) for r in conn.execute(_history_of(table_of(Payment), receivable_id, block)).mappings()]
 
 
 def children_of(conn: Connection, receivable_id: int, block: int | None = None) -> list[int]:

@@ -220,4 +220,26 @@ def test_finance_check_of_a_file_answers_each_line_in_order(
         assert result.exit_code == 2 and said in result.stderr, (name, result.stderr)
 
 
+def test_show_as_of_a_block_is_the_receivable_as_it_stood_then(
+    run: Run, mode: list[str], registry: RegistryClient, creditor: Member, debtor: Member, factor: Member,
+    make_invoice: InvoiceFactory, live_indexer: Indexer,
+) -> None:  # fmt: skip
+    import_key(run, "supplier", creditor)
+    invoice = make_invoice()
+    rid = registry.register(creditor.account, invoice)
+    registered_at = registry.chain.block_number()
+    registry.confirm(debtor.account, rid, invoice.fingerprint)
+    assigned = registry.assign(creditor.account, rid, factor.entity, invoice.face_value // 2)
+    wait_indexed(live_indexer, assigned.block_number)
+    show = ["invoices", "show", str(rid), "--as", "supplier", *mode]
+    now = json_out(run(*show, "--json"))
+    assert now["receivable"]["status"] == "assigned" and len(now["assignments"]) == 1
+    then = json_out(run(*show, "--block", str(registered_at), "--json"))
+    assert then["receivable"]["status"] == "registered" and then["receivable"]["valid_to_block"] is None
+    assert [v["status"] for v in then["versions"]] == ["registered"] and then["assignments"] == []
+    assert f"registered (as of block {registered_at})" in run(*show, "--block", str(registered_at)).stdout
+    beyond = run(*show, "--block", str(assigned.block_number + 10**6))
+    assert beyond.exit_code == 2 and "beyond the mirror" in beyond.stderr, beyond.stderr
+
+
 CSV_HEADER = ["debtor", "invoice_number", "face_value", "currency", "issue_date", "due_date"]
