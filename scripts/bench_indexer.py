@@ -370,12 +370,9 @@ def build_chain(recipe: Recipe, directory: Path) -> None:
 def bench_chain(recipe: Recipe) -> Iterator[BenchChain]:
     """The cached chain (built first if missing), loaded into a fresh Anvil in automine mode."""
     directory = CHAIN_CACHE / recipe.key
-    if not (directory / "meta.json").exists():
+    if not (directory / "meta.json").exists() or not _whole_json_object(directory / "state.json"):
+        # (A cached state.json that does not end as a JSON object is a dump cut short: built again.)
         log(f"building the benchmark chain ({recipe}); cached afterwards in {directory}")
-        build_chain(recipe, directory)
-    if not _whole_json_object(directory / "state.json"):
-        log(f"the cached chain in {directory} is incomplete (a cut-short dump): building it again")
-        shutil.rmtree(directory)
         build_chain(recipe, directory)
     meta = json.loads((directory / "meta.json").read_text())
     deployment = Deployment.load(directory / "deployment.json")

@@ -253,14 +253,10 @@ def list_receivables(
         if overdue:
             # The contract's clock (declareDefault's NotYetDue), as /stats/ageing: the answer's block time.
             flt = dataclasses.replace(flt, overdue_at=stamp.block_timestamp)
-        rows = queries.list_receivables(conn, flt, visibility(principal), after_id=int(cursor or 0), limit=limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return ReceivablePage(
-        items=[receivable_public(r) for r in rows],
-        next_cursor=str(rows[-1]["id"]) if more and rows else None,
-        as_of=stamp,
-    )
+        rows, next_cursor = queries.receivables_page(
+            conn, flt, visibility(principal), after_id=int(cursor or 0), limit=limit
+        )
+    return ReceivablePage(items=[receivable_public(r) for r in rows], next_cursor=next_cursor, as_of=stamp)
 
 
 @router.get(
@@ -281,14 +277,11 @@ def get_receivable(
         if block is not None and block > stamp.block:
             raise Problem(422, "block_not_indexed", f"block {block} is beyond the mirror's block {stamp.block}")
         row = _readable(principal, conn, receivable_id, block)
-        versions = queries.receivable_versions(conn, receivable_id, block)
-        assignments = queries.assignments_of(conn, receivable_id, block)
-        payments = queries.payments_of(conn, receivable_id, block)
-        parts = queries.children_of(conn, receivable_id, block)
+        history = queries.receivable_history(conn, receivable_id, block)
     return ReceivableDetail(
         receivable=receivable_public(row),
-        versions=[receivable_public(v) for v in versions],
-        assignments=[_assignment_public(a, principal) for a in assignments],
+        versions=[receivable_public(v) for v in history["versions"]],
+        assignments=[_assignment_public(a, principal) for a in history["assignments"]],
         payments=[
             PaymentPublic(
                 block=p["block_number"],
@@ -297,10 +290,10 @@ def get_receivable(
                 paid_total=p["paid_total"],
                 claim_id=p["claim_id"],
             )
-            for p in payments
+            for p in history["payments"]
         ],
         parent_id=row["parent_id"],
-        parts=parts,
+        parts=history["parts"],
         as_of=stamp,
     )
 

@@ -159,7 +159,7 @@ class DirectBackend:
             raise CliError(f"cannot open the mirror: {exc.orig}", 2, "check REGISTRY_DATABASE_URL") from None
 
     def receivables(self, filters: Mapping[str, Any], limit: int) -> dict[str, Any]:
-        from registry.store.queries import ReceivableFilter, Visibility, list_receivables
+        from registry.store.queries import ReceivableFilter, Visibility, receivables_page
 
         status = filters.get("status")
         flt = ReceivableFilter(
@@ -175,10 +175,7 @@ class DirectBackend:
             stamp = self._as_of(conn)
             if filters.get("overdue"):
                 flt = dataclasses.replace(flt, overdue_at=stamp["block_timestamp"])
-            rows = list_receivables(conn, flt, Visibility(everything=True), limit=limit + 1)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        cursor = str(rows[-1]["id"]) if more and rows else None  # (as the API's: there are more past it)
+            rows, cursor = receivables_page(conn, flt, Visibility(everything=True), limit=limit)
         return {"items": [receivable_json(r) for r in rows], "next_cursor": cursor, "as_of": stamp}
 
     def receivable(self, receivable_id: int, block: int | None = None) -> dict[str, Any]:
@@ -196,14 +193,11 @@ class DirectBackend:
                     1,
                     "list them with `registry invoices list`",
                 )
-            versions = queries.receivable_versions(conn, receivable_id, block)
-            assignments = queries.assignments_of(conn, receivable_id, block)
-            payments = queries.payments_of(conn, receivable_id, block)
-            parts = queries.children_of(conn, receivable_id, block)
+            history = queries.receivable_history(conn, receivable_id, block)
         return {
             "receivable": receivable_json(row),
-            "versions": [receivable_json(v) for v in versions],
-            "assignments": [_assignment(a) for a in assignments],
+            "versions": [receivable_json(v) for v in history["versions"]],
+            "assignments": [_assignment(a) for a in history["assignments"]],
             "payments": [
                 {
                     "block": p["block_number"],
@@ -212,10 +206,10 @@ class DirectBackend:
                     "paid_total": p["paid_total"],
                     "claim_id": p["claim_id"],
                 }
-                for p in payments
+                for p in history["payments"]
             ],
             "parent_id": row["parent_id"],
-            "parts": parts,
+            "parts": history["parts"],
             "as_of": stamp,
         }
 

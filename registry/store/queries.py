@@ -126,6 +126,16 @@ def list_receivables(
     return [dict(r) for r in rows]
 
 
+def receivables_page(
+    conn: Connection, flt: ReceivableFilter, visibility: Visibility, *, after_id: int = 0, limit: int = 50
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of :func:`list_receivables` and the cursor of the next one (None when this is the last)."""
+    rows = list_receivables(conn, flt, visibility, after_id=after_id, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, str(rows[-1]["id"]) if more and rows else None
+
+
 def _valid_at(t: Any, block: int | None) -> Any:
     """The versions of ``t`` valid at ``block``: the current ones when None."""
     if block is None:
@@ -174,6 +184,17 @@ def assignments_of(conn: Connection, receivable_id: int, block: int | None = Non
 def payments_of(conn: Connection, receivable_id: int, block: int | None = None) -> list[dict[str, Any]]:
     """The receivable's payments in ledger order (those made by ``block`` when given)."""
     return [dict(r) for r in conn.execute(_history_of(table_of(Payment), receivable_id, block)).mappings()]
+
+
+def receivable_history(conn: Connection, receivable_id: int, block: int | None = None) -> dict[str, Any]:
+    """What a receivable's detail shows beside its row, up to ``block`` (all of it when None): its
+    ``versions``, ``assignments``, ``payments`` and split ``parts``."""
+    return {
+        "versions": receivable_versions(conn, receivable_id, block),
+        "assignments": assignments_of(conn, receivable_id, block),
+        "payments": payments_of(conn, receivable_id, block),
+        "parts": children_of(conn, receivable_id, block),
+    }
 
 
 def children_of(conn: Connection, receivable_id: int, block: int | None = None) -> list[int]:
